@@ -1,0 +1,3 @@
+"""certfleet agent: executes signed work orders on the host that uses the keys."""
+
+__all__: list[str] = []

@@ -1,0 +1,71 @@
+"""The ``certfleet-agent`` command: ``enroll`` and ``run``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import httpx
+import trio
+
+from .client import CoordinatorError
+from .config import AgentPaths, default_agent_dir
+from .enroll import EnrollmentError, enroll
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="certfleet-agent", description="certfleet agent")
+    parser.add_argument("--agent-dir", type=Path, default=None,
+                        help="state directory (env CERTFLEET_AGENT_DIR)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    enroll_cmd = commands.add_parser("enroll", help="register this host with a coordinator")
+    enroll_cmd.add_argument("--coordinator", required=True, help="https://HOST:8443")
+    enroll_cmd.add_argument("--token", default=os.environ.get("CERTFLEET_ENROLLMENT_TOKEN"),
+                            help="enrollment token (env CERTFLEET_ENROLLMENT_TOKEN)")
+    enroll_cmd.add_argument("--ca-fingerprint", required=True,
+                            help="SHA-256 of the coordinator's root CA certificate")
+    enroll_cmd.add_argument("--name", help="agent name (default: the hostname)")
+    enroll_cmd.add_argument("--force", action="store_true", help="replace an existing enrollment")
+    enroll_cmd.add_argument("--json", action="store_true")
+    run = commands.add_parser("run", help="poll for work orders and execute them")
+    run.add_argument("--coordinator", help="override the coordinator URL stored at enrollment")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    paths = AgentPaths(args.agent_dir or default_agent_dir())
+    try:
+        if args.command == "enroll":
+            if not args.token:
+                print("certfleet-agent: pass --token or set CERTFLEET_ENROLLMENT_TOKEN", file=sys.stderr)
+                return 2
+            enrolled = trio.run(lambda: enroll(paths, coordinator=args.coordinator, token=args.token,
+                                               ca_fingerprint=args.ca_fingerprint, name=args.name,
+                                               force=args.force))
+            if args.json:
+                print(json.dumps({"agent_id": enrolled.agent_id, "agent_dir": str(paths.root)}))
+            else:
+                print(f"enrolled as {enrolled.agent_id}; state in {paths.root}")
+            return 0
+        from .daemon import run_agent
+
+        trio.run(run_agent, paths, args.coordinator)
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    except (EnrollmentError, CoordinatorError, httpx.HTTPError, FileNotFoundError) as exc:
+        print(f"certfleet-agent: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""The agent's HTTPS client: pinned coordinator CA, TLS 1.3, every request signed."""
+
+from __future__ import annotations
+
+import ssl
+import time
+from typing import Any
+
+import httpx
+import msgspec
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from certfleet.shared import wire
+from certfleet.shared.agent_token import AUTH_SCHEME, sign_request_token
+from certfleet.shared.api import operation
+
+__all__ = ["CoordinatorClient", "CoordinatorError", "pinned_context"]
+
+
+class CoordinatorError(Exception):
+    """The coordinator refused the request (4xx): retrying the same request won't help."""
+
+    def __init__(self, status: int, problem: dict[str, Any]) -> None:
+        self.status = status
+        self.problem = problem
+        self.slug = str(problem.get("type", "")).rsplit(":", 1)[-1]
+        super().__init__(f"{status} {self.slug}: {problem.get('detail') or problem.get('title') or ''}")
+
+
+def pinned_context(ca_pem: bytes) -> ssl.SSLContext:
+    """Trust only the coordinator's pinned CA; TLS 1.3 only."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.load_verify_locations(cadata=ca_pem.decode())
+    return context
+
+
+class CoordinatorClient:
+    def __init__(self, base_url: str, *, ca_pem: bytes, agent_id: str | None = None,
+                 identity: ed25519.Ed25519PrivateKey | None = None, timeout: float = 30.0) -> None:
+        self._client = httpx.AsyncClient(base_url=base_url.rstrip("/"), verify=pinned_context(ca_pem),
+                                         timeout=httpx.Timeout(timeout, read=timeout + 35))
+        self._agent_id = agent_id
+        self._identity = identity
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def call(self, name: str, body: msgspec.Struct | None = None, *,
+                   query: dict[str, Any] | None = None, **params: str) -> Any:
+        """Call a catalogue operation; raises :class:`CoordinatorError` on 4xx and
+        ``httpx.HTTPError`` (or :class:`CoordinatorError` with status ≥ 500) otherwise."""
+        op = operation(name)
+        path = op.url_path(**params)
+        headers = {}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        if self._identity is not None and self._agent_id is not None:
+            token = sign_request_token(self._identity, agent_id=self._agent_id, method=op.method,
+                                       path=path, now=int(time.time()))
+            headers["Authorization"] = f"{AUTH_SCHEME} {token}"
+        response = await self._client.request(
+            op.method, path, params=query, headers=headers,
+            content=wire.encode(body) if body is not None else None,
+        )
+        if response.status_code >= 400:
+            try:
+                problem = response.json()
+            except ValueError:
+                problem = {"title": response.text[:200]}
+            raise CoordinatorError(response.status_code, problem)
+        return msgspec.json.decode(response.content, type=op.output)

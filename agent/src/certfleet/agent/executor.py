@@ -1,0 +1,177 @@
+"""Executing work orders: verify, record, act, report.
+
+Order of things, each step durable before the next:
+
+1. verify the signed order (pinned key, audience = this agent, validity window) and
+   refuse anything that fails, or that this agent already executed (replay);
+2. record it in the state database;
+3. generate the private key locally (0600) — ``received → key-ready``;
+4. send only the CSR; check the certificate that comes back matches the key and the
+   order — ``key-ready → issued``;
+5. deploy — ``issued → deployed`` or ``failed``, with the result queued in the
+   outbox in the same transaction.
+
+A crash between any two steps is resumed from the recorded state: the key is
+reloaded, the coordinator hands back the same certificate for the same key, and
+the deployer starts again from the order's snapshot.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import msgspec
+from cryptography import x509
+
+from certfleet.shared import wire
+from certfleet.shared.api import operation
+from certfleet.shared.pki import (
+    build_csr,
+    certificate_fingerprint,
+    load_certificates,
+    normalize_names,
+    private_key_pem,
+    public_key_matches,
+)
+from certfleet.shared.workorder import VerifiedOrder, WorkOrderRefused, verify_work_order
+
+from .client import CoordinatorClient, CoordinatorError
+from .config import AgentConfig
+from .deployers import Bundle, DeployError, FileDeployer
+from .keystore import KeyStore
+from .state import TERMINAL, AgentState, OrderEvent, OrderState
+
+__all__ = ["Executor"]
+
+log = logging.getLogger("certfleet.agent.executor")
+
+
+class Executor:
+    def __init__(self, config: AgentConfig, state: AgentState, keystore: KeyStore,
+                 client: CoordinatorClient, *, clock: Callable[[], float] = time.time,
+                 on_outbox: Callable[[], None] = lambda: None) -> None:
+        self.config = config
+        self.state = state
+        self.keystore = keystore
+        self.client = client
+        self.deployer = FileDeployer(state)
+        self._keys = config.pinned_keys()
+        self._clock = clock
+        self._on_outbox = on_outbox
+
+    # --- intake -------------------------------------------------------------------------
+
+    def _refuse(self, delivery: wire.Delivery, reason: str, detail: str) -> None:
+        with self.state.atomic():
+            if not self.state.record_refusal(token=delivery.token, delivery_id=delivery.id,
+                                             reason=reason, detail=detail):
+                return
+            log.warning("refused work order %s (%s): %s", delivery.id, reason, detail)
+            report = wire.AgentReport(event="work-order-refused", reason=reason,
+                                      order_id=delivery.id, detail=detail)
+            self.state.enqueue(operation("agent.report").path, wire.encode(report))
+        self._on_outbox()
+
+    def admit(self, delivery: wire.Delivery) -> VerifiedOrder | None:
+        """Verify and record a delivered order; ``None`` if it is refused or already done."""
+        try:
+            order = verify_work_order(delivery.token, keys=self._keys, agent_id=self.config.agent_id,
+                                      now=self._clock())
+        except WorkOrderRefused as refusal:
+            self._refuse(delivery, refusal.reason, refusal.detail)
+            return None
+        known = self.state.order(order.id)
+        if known is not None and known["status"] in TERMINAL:
+            pending = self.state.outbox_pending(operation("agent.result").url_path(order_id=order.id))
+            if not pending:
+                self._refuse(delivery, "replay", f"work order {order.id} was already executed")
+            return None
+        if known is None:
+            self.state.record_order(order_id=order.id, token=order.token, kind=str(order.kind),
+                                    payload=msgspec.to_builtins(order.payload))
+        return order
+
+    async def handle(self, delivery: wire.Delivery) -> None:
+        order = self.admit(delivery)
+        if order is not None:
+            await self.execute(order)
+
+    async def resume_unfinished(self) -> None:
+        """After a restart: re-verify and continue every order that did not finish."""
+        for row in self.state.unfinished_orders():
+            log.info("resuming work order %s from %s", row["id"], row["status"])
+            await self.handle(wire.Delivery(id=row["id"], token=row["token"]))
+
+    # --- steps --------------------------------------------------------------------------
+
+    def _finish(self, order: VerifiedOrder, event: OrderEvent, result: wire.OrderResult) -> None:
+        with self.state.atomic():
+            self.state.transition(order.id, event, detail=result.detail)
+            self.state.enqueue(operation("agent.result").url_path(order_id=order.id), wire.encode(result))
+        self._on_outbox()
+
+    def _fail(self, order: VerifiedOrder, detail: str) -> None:
+        log.error("work order %s failed: %s", order.id, detail)
+        self._finish(order, OrderEvent.FAILED, wire.OrderResult(status="failed", detail=detail[:8192]))
+
+    async def execute(self, order: VerifiedOrder) -> None:
+        payload = order.payload
+        row = self.state.order(order.id)
+        assert row is not None
+        status = OrderState(row["status"])
+        if status is OrderState.RECEIVED:
+            self.keystore.key_for_order(order.id, payload.key_type)
+            status = self.state.transition(order.id, OrderEvent.KEY_GENERATED)
+        key = self.keystore.load(order.id)
+        if status is OrderState.KEY_READY:
+            csr = build_csr(key, payload.names)
+            try:
+                bundle: wire.CertificateBundle = await self.client.call(
+                    "agent.csr", wire.CsrSubmission(csr=csr.decode()), order_id=order.id)
+            except CoordinatorError as exc:
+                if exc.status >= 500:
+                    raise
+                self._fail(order, f"the coordinator refused the CSR: {exc}")
+                return
+            problem = self._check_certificate(bundle, key, payload.names)
+            if problem:
+                self._fail(order, problem)
+                return
+            status = self.state.transition(order.id, OrderEvent.CERTIFICATE_RECEIVED,
+                                           certificate_pem=bundle.certificate, chain_pem=bundle.chain)
+            row = self.state.order(order.id)
+            assert row is not None
+        if status is OrderState.ISSUED:
+            leaf = load_certificates(row["certificate_pem"])[0]
+            deploy_bundle = Bundle(certificate=row["certificate_pem"].encode(), chain=row["chain_pem"].encode(),
+                                   private_key=private_key_pem(key),
+                                   fingerprint_sha256=certificate_fingerprint(leaf))
+            try:
+                outcome = await self.deployer.deploy(order.id, payload.target, deploy_bundle)
+            except DeployError as exc:
+                self._fail(order, exc.detail)
+                return
+            log.info("work order %s deployed certificate %s", order.id, outcome.fingerprint_sha256)
+            self._finish(order, OrderEvent.DEPLOYED, wire.OrderResult(
+                status="succeeded", fingerprint_sha256=outcome.fingerprint_sha256,
+                detail=f"wrote {', '.join(outcome.changed) or 'nothing (unchanged)'}"
+                       f"{'; reloaded' if outcome.reloaded else ''}"))
+
+    @staticmethod
+    def _check_certificate(bundle: wire.CertificateBundle, key, names: list[str]) -> str | None:
+        """Never deploy a certificate that is not for our key and our names."""
+        try:
+            leaf = load_certificates(bundle.certificate)[0]
+            load_certificates(bundle.chain)
+            san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except (ValueError, IndexError, x509.ExtensionNotFound) as exc:
+            return f"the coordinator returned an unusable certificate: {exc}"
+        if not public_key_matches(leaf, key):
+            return "the returned certificate is not for this order's key"
+        served = {str(n) for n in san.get_values_for_type(x509.DNSName)}
+        served |= {str(n) for n in san.get_values_for_type(x509.IPAddress)}
+        if served != set(normalize_names(names)):
+            return f"the returned certificate names {sorted(served)}, the order asked for {sorted(names)}"
+        return None

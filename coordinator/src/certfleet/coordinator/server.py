@@ -1,0 +1,78 @@
+"""Serving the coordinator: hypercorn's trio worker, HTTPS with TLS 1.3 only."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+
+from .http import create_app
+from .initialize import announce_bootstrap_token, ensure_tls, initialize
+from .service import Coordinator
+from .settings import Settings
+from .storage import open_database
+
+__all__ = ["Running", "TLS13Config", "run_coordinator"]
+
+log = logging.getLogger("certfleet.server")
+
+
+class TLS13Config(Config):
+    """Hypercorn pins TLS 1.2 as its minimum; certfleet accepts TLS 1.3 only."""
+
+    def create_ssl_context(self) -> ssl.SSLContext | None:
+        if not self.ssl_enabled:
+            return None
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_3
+        context.options |= ssl.OP_NO_COMPRESSION
+        context.set_alpn_protocols(self.alpn_protocols)
+        context.load_cert_chain(certfile=self.certfile, keyfile=self.keyfile)
+        return context
+
+
+@dataclass(frozen=True)
+class Running:
+    url: str
+    ca_path: Path
+    coordinator: Coordinator
+
+
+async def run_coordinator(
+    settings: Settings,
+    *,
+    announce_token: bool = True,
+    task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Initialize (first start) or load, then serve until cancelled.
+
+    ``task_status.started`` receives the bound URL, so callers may listen on port 0.
+    """
+    database = await trio.to_thread.run_sync(open_database, settings.database_url, settings.data_dir)
+    try:
+        now = int(time.time())
+        keys = await initialize(settings, database, now=now)
+        if keys.bootstrap_token and announce_token:
+            announce_bootstrap_token(keys.bootstrap_token)
+        cert_path, key_path = ensure_tls(settings, keys, now)
+        coordinator = Coordinator(database, keys, work_order_ttl=settings.work_order_ttl)
+        config = TLS13Config()
+        config.bind = [settings.listen]
+        config.certfile, config.keyfile = str(cert_path), str(key_path)
+        config.accesslog = None
+        config.errorlog = logging.getLogger("hypercorn.error")
+        config.graceful_timeout = 5
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(serve, create_app(coordinator), config)
+            url = binds[0]
+            log.info("coordinator listening on %s", url)
+            task_status.started(Running(url, settings.tls_dir / "ca.pem", coordinator))
+    finally:
+        with trio.CancelScope(shield=True):
+            await database.close()

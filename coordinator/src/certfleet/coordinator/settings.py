@@ -1,0 +1,46 @@
+"""Coordinator settings from flags and the environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["Settings", "default_data_dir"]
+
+
+def default_data_dir() -> Path:
+    """``CERTFLEET_DATA_DIR``; else ``/var/lib/certfleet`` for root, the XDG data dir otherwise."""
+    if value := os.environ.get("CERTFLEET_DATA_DIR"):
+        return Path(value)
+    if os.geteuid() == 0:
+        return Path("/var/lib/certfleet")
+    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(xdg) / "certfleet"
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    database_url: str | None = None
+    listen: str = "127.0.0.1:8443"
+    tls_sans: tuple[str, ...] = ()
+    bootstrap_token: str | None = field(default=None, repr=False)
+    master_key: str | None = field(default=None, repr=False)
+    work_order_ttl: int = 7 * 86400
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "data_dir": default_data_dir(),
+            "database_url": os.environ.get("CERTFLEET_DATABASE_URL") or None,
+            "bootstrap_token": os.environ.get("CERTFLEET_BOOTSTRAP_TOKEN") or None,
+            "master_key": os.environ.get("CERTFLEET_MASTER_KEY") or None,
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        values["data_dir"] = Path(values["data_dir"]).resolve()  # type: ignore[arg-type]
+        return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.data_dir / "tls"

@@ -1,0 +1,191 @@
+"""Database engines: SQLite (the embedded default) and PostgreSQL (for scale).
+
+Repositories are written once against :class:`Tx`, a minimal cursor facade with ``?``
+placeholders; each engine adapts it to its driver and translates driver errors once,
+at this edge (a unique violation becomes :class:`Conflict`).
+
+Both drivers block, so a transaction body is a plain function run in a worker thread
+(``trio.to_thread``) under a capacity limiter; psycopg's async API is asyncio-only.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import trio
+
+__all__ = ["Conflict", "Database", "NotFound", "StorageError", "Tx", "open_database"]
+
+T = TypeVar("T")
+Params = Sequence[Any]
+
+
+class StorageError(Exception):
+    pass
+
+
+class NotFound(StorageError):
+    pass
+
+
+class Conflict(StorageError):
+    """A uniqueness or optimistic-concurrency violation."""
+
+
+class Tx(Protocol):
+    dialect: str
+
+    def execute(self, sql: str, params: Params = ()) -> int:
+        """Run a statement; return the number of rows it changed."""
+
+    def one(self, sql: str, params: Params = ()) -> dict[str, Any] | None: ...
+
+    def all(self, sql: str, params: Params = ()) -> list[dict[str, Any]]: ...
+
+
+class Database(Protocol):
+    dialect: str
+
+    async def transact(self, fn: Callable[[Tx], T]) -> T:
+        """Run ``fn`` in one transaction: committed if it returns, rolled back if it raises."""
+
+    async def close(self) -> None: ...
+
+
+# --- SQLite ------------------------------------------------------------------------
+
+
+class _SqliteTx:
+    dialect = "sqlite"
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+
+    def execute(self, sql: str, params: Params = ()) -> int:
+        try:
+            return self._connection.execute(sql, tuple(params)).rowcount
+        except sqlite3.IntegrityError as exc:
+            if "UNIQUE" in str(exc) or "PRIMARY KEY" in str(exc):
+                raise Conflict(str(exc)) from exc
+            raise
+
+    def one(self, sql: str, params: Params = ()) -> dict[str, Any] | None:
+        row = self._connection.execute(sql, tuple(params)).fetchone()
+        return dict(row) if row is not None else None
+
+    def all(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
+        return [dict(row) for row in self._connection.execute(sql, tuple(params)).fetchall()]
+
+
+class SqliteDatabase:
+    """One connection in WAL mode; transactions are serialized (SQLite has one writer)."""
+
+    dialect = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._connection = sqlite3.connect(
+            str(path), isolation_level=None, check_same_thread=False, timeout=30
+        )
+        self._connection.row_factory = sqlite3.Row
+        self._connection.execute("PRAGMA journal_mode=WAL")
+        self._connection.execute("PRAGMA foreign_keys=ON")
+        self._connection.execute("PRAGMA synchronous=FULL")
+        self._lock = threading.Lock()
+        self._limiter = trio.CapacityLimiter(1)
+        path.chmod(0o600)
+
+    def transact_sync(self, fn: Callable[[Tx], T]) -> T:
+        with self._lock:
+            self._connection.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(_SqliteTx(self._connection))
+            except BaseException:
+                self._connection.execute("ROLLBACK")
+                raise
+            self._connection.execute("COMMIT")
+            return result
+
+    async def transact(self, fn: Callable[[Tx], T]) -> T:
+        return await trio.to_thread.run_sync(self.transact_sync, fn, limiter=self._limiter)
+
+    async def close(self) -> None:
+        with self._lock:
+            self._connection.close()
+
+
+# --- PostgreSQL --------------------------------------------------------------------
+
+
+class _PostgresTx:
+    dialect = "postgresql"
+
+    def __init__(self, connection: Any) -> None:
+        self._connection = connection
+
+    @staticmethod
+    def _sql(sql: str) -> str:
+        return sql.replace("?", "%s")
+
+    def execute(self, sql: str, params: Params = ()) -> int:
+        import psycopg.errors
+
+        # A failed statement aborts a PostgreSQL transaction, so a Conflict ends the
+        # unit of work on both engines; callers that expect duplicates write
+        # ``ON CONFLICT DO NOTHING`` instead of catching.
+        try:
+            return self._connection.execute(self._sql(sql), tuple(params)).rowcount
+        except psycopg.errors.UniqueViolation as exc:
+            raise Conflict(str(exc).splitlines()[0]) from exc
+
+    def one(self, sql: str, params: Params = ()) -> dict[str, Any] | None:
+        return self._connection.execute(self._sql(sql), tuple(params)).fetchone()
+
+    def all(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
+        return self._connection.execute(self._sql(sql), tuple(params)).fetchall()
+
+
+class PostgresDatabase:
+    """A psycopg connection pool used from worker threads."""
+
+    dialect = "postgresql"
+
+    def __init__(self, url: str, *, max_size: int = 10) -> None:
+        from psycopg.rows import dict_row
+        from psycopg_pool import ConnectionPool
+
+        self._pool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=max_size,
+            kwargs={"row_factory": dict_row, "autocommit": False},
+            open=False,
+        )
+        self._pool.open(wait=True, timeout=30)
+        self._limiter = trio.CapacityLimiter(max_size)
+
+    def transact_sync(self, fn: Callable[[Tx], T]) -> T:
+        with self._pool.connection() as connection:
+            with connection.transaction():
+                return fn(_PostgresTx(connection))
+
+    async def transact(self, fn: Callable[[Tx], T]) -> T:
+        return await trio.to_thread.run_sync(self.transact_sync, fn, limiter=self._limiter)
+
+    async def close(self) -> None:
+        await trio.to_thread.run_sync(self._pool.close)
+
+
+def open_database(url: str | None, data_dir: Path) -> SqliteDatabase | PostgresDatabase:
+    """``postgresql://…`` selects PostgreSQL; anything else the SQLite file in the data dir."""
+    if url and url.startswith(("postgresql://", "postgres://")):
+        return PostgresDatabase(url)
+    if url and url.startswith("sqlite:///"):
+        return SqliteDatabase(Path(url.removeprefix("sqlite:///")))
+    if url:
+        raise StorageError("CERTFLEET_DATABASE_URL must start with postgresql:// or sqlite:///")
+    return SqliteDatabase(data_dir / "certfleet.db")

@@ -1,0 +1,167 @@
+"""Ordered, named, idempotent schema migrations for both engines.
+
+Pending migrations run in one transaction together with the rows that record them
+(both engines have transactional DDL), so a crash leaves them applied or not at all. On PostgreSQL an advisory
+lock keeps two coordinators starting at once from migrating together.
+
+The SQL is portable except for the few placeholders below, filled per dialect.
+Timestamps are integer Unix seconds; secrets are stored sealed (base64 text).
+"""
+
+from __future__ import annotations
+
+from .engine import Database, Tx
+
+__all__ = ["MIGRATIONS", "migrate"]
+
+_DIALECT = {
+    "sqlite": {"serial": "INTEGER PRIMARY KEY AUTOINCREMENT"},
+    "postgresql": {"serial": "BIGSERIAL PRIMARY KEY"},
+}
+
+# Any value: it only has to be the same for every coordinator.
+_MIGRATION_LOCK = 7_400_112_001
+
+MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
+    (
+        1,
+        "initial",
+        (
+            """CREATE TABLE meta (
+                key TEXT PRIMARY KEY,
+                value TEXT NOT NULL)""",
+            """CREATE TABLE issuers (
+                id TEXT PRIMARY KEY,
+                name TEXT NOT NULL UNIQUE,
+                parent_id TEXT REFERENCES issuers(id),
+                certificate_pem TEXT NOT NULL,
+                sealed_key TEXT NOT NULL,
+                created_at BIGINT NOT NULL)""",
+            """CREATE TABLE signing_keys (
+                kid TEXT PRIMARY KEY,
+                purpose TEXT NOT NULL,
+                public_key TEXT NOT NULL,
+                sealed_key TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                retired_at BIGINT)""",
+            """CREATE TABLE bootstrap_tokens (
+                id TEXT PRIMARY KEY,
+                secret_hash TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                used_at BIGINT)""",
+            """CREATE TABLE api_keys (
+                id TEXT PRIMARY KEY,
+                secret_hash TEXT NOT NULL,
+                name TEXT NOT NULL,
+                role TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                expires_at BIGINT,
+                revoked_at BIGINT,
+                last_used_at BIGINT)""",
+            """CREATE TABLE enrollment_tokens (
+                id TEXT PRIMARY KEY,
+                secret_hash TEXT NOT NULL,
+                uses_left INTEGER NOT NULL,
+                expires_at BIGINT NOT NULL,
+                labels TEXT NOT NULL,
+                created_by TEXT NOT NULL,
+                created_at BIGINT NOT NULL)""",
+            """CREATE TABLE agents (
+                id TEXT PRIMARY KEY,
+                name TEXT NOT NULL,
+                public_key TEXT NOT NULL UNIQUE,
+                labels TEXT NOT NULL,
+                enrollment_token_id TEXT,
+                created_at BIGINT NOT NULL,
+                last_seen_at BIGINT)""",
+            """CREATE TABLE agent_token_uses (
+                agent_id TEXT NOT NULL REFERENCES agents(id),
+                jti TEXT NOT NULL,
+                expires_at BIGINT NOT NULL,
+                PRIMARY KEY (agent_id, jti))""",
+            "CREATE INDEX agent_token_uses_expiry ON agent_token_uses (expires_at)",
+            """CREATE TABLE certificates (
+                id TEXT PRIMARY KEY,
+                names TEXT NOT NULL,
+                key_type TEXT NOT NULL,
+                lifetime_seconds BIGINT NOT NULL,
+                agent_id TEXT NOT NULL REFERENCES agents(id),
+                target TEXT NOT NULL,
+                status TEXT NOT NULL,
+                last_error TEXT,
+                created_at BIGINT NOT NULL,
+                updated_at BIGINT NOT NULL)""",
+            """CREATE TABLE work_orders (
+                id TEXT PRIMARY KEY,
+                agent_id TEXT NOT NULL REFERENCES agents(id),
+                certificate_id TEXT REFERENCES certificates(id),
+                kind TEXT NOT NULL,
+                token TEXT NOT NULL,
+                status TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                expires_at BIGINT NOT NULL,
+                dispatched_at BIGINT,
+                completed_at BIGINT,
+                result_detail TEXT)""",
+            "CREATE INDEX work_orders_agent_status ON work_orders (agent_id, status)",
+            """CREATE TABLE certificate_versions (
+                serial TEXT PRIMARY KEY,
+                certificate_id TEXT NOT NULL REFERENCES certificates(id),
+                order_id TEXT NOT NULL UNIQUE REFERENCES work_orders(id),
+                issuer_id TEXT NOT NULL REFERENCES issuers(id),
+                certificate_pem TEXT NOT NULL,
+                public_key_sha256 TEXT NOT NULL,
+                fingerprint_sha256 TEXT NOT NULL,
+                not_before BIGINT NOT NULL,
+                not_after BIGINT NOT NULL,
+                created_at BIGINT NOT NULL)""",
+            "CREATE INDEX certificate_versions_certificate ON certificate_versions (certificate_id)",
+            """CREATE TABLE agent_events (
+                id {serial},
+                agent_id TEXT NOT NULL REFERENCES agents(id),
+                event TEXT NOT NULL,
+                order_id TEXT,
+                reason TEXT NOT NULL,
+                detail TEXT NOT NULL,
+                created_at BIGINT NOT NULL)""",
+            """CREATE TABLE audit_events (
+                id {serial},
+                at BIGINT NOT NULL,
+                actor TEXT NOT NULL,
+                action TEXT NOT NULL,
+                subject TEXT NOT NULL,
+                details TEXT NOT NULL)""",
+        ),
+    ),
+)
+
+
+def _applied(tx: Tx) -> set[int]:
+    tx.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)"
+    )
+    return {row["version"] for row in tx.all("SELECT version FROM schema_migrations")}
+
+
+def _apply_all(tx: Tx, now: int) -> list[str]:
+    if tx.dialect == "postgresql":
+        tx.one("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
+    applied = _applied(tx)
+    done: list[str] = []
+    for version, name, statements in MIGRATIONS:
+        if version in applied:
+            continue
+        for statement in statements:
+            tx.execute(statement.format(**_DIALECT[tx.dialect]))
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+            (version, name, now),
+        )
+        done.append(f"{version:04d}_{name}")
+    return done
+
+
+async def migrate(database: Database, *, now: int) -> list[str]:
+    """Apply every migration not yet recorded; return the names applied."""
+    return await database.transact(lambda tx: _apply_all(tx, now))

@@ -1,0 +1,300 @@
+"""Per-aggregate repositories, written once against :class:`~.engine.Tx`.
+
+Each class wraps one transaction; a service composes them inside a single
+``database.transact`` call so a mutation and its audit row commit together.
+Methods are named for the entity; a missing row raises :class:`NotFound`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .engine import NotFound, Tx
+
+__all__ = [
+    "Agents",
+    "ApiKeys",
+    "Audit",
+    "BootstrapTokens",
+    "Certificates",
+    "EnrollmentTokens",
+    "Issuers",
+    "Meta",
+    "SigningKeys",
+    "WorkOrders",
+]
+
+
+def _required(row: dict[str, Any] | None, what: str) -> dict[str, Any]:
+    if row is None:
+        raise NotFound(what)
+    return row
+
+
+@dataclass
+class Meta:
+    tx: Tx
+
+    def get(self, key: str) -> str | None:
+        row = self.tx.one("SELECT value FROM meta WHERE key = ?", (key,))
+        return row["value"] if row else None
+
+    def insert(self, key: str, value: str) -> None:
+        self.tx.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+
+@dataclass
+class Issuers:
+    tx: Tx
+
+    def insert(self, *, id: str, name: str, parent_id: str | None, certificate_pem: str,
+               sealed_key: str, now: int) -> None:
+        self.tx.execute(
+            "INSERT INTO issuers (id, name, parent_id, certificate_pem, sealed_key, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (id, name, parent_id, certificate_pem, sealed_key, now),
+        )
+
+    def get_by_name(self, name: str) -> dict[str, Any]:
+        return _required(self.tx.one("SELECT * FROM issuers WHERE name = ?", (name,)), f"issuer {name}")
+
+
+@dataclass
+class SigningKeys:
+    tx: Tx
+
+    def insert(self, *, kid: str, purpose: str, public_key: str, sealed_key: str, now: int) -> None:
+        self.tx.execute(
+            "INSERT INTO signing_keys (kid, purpose, public_key, sealed_key, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (kid, purpose, public_key, sealed_key, now),
+        )
+
+    def active(self, purpose: str) -> list[dict[str, Any]]:
+        return self.tx.all(
+            "SELECT * FROM signing_keys WHERE purpose = ? AND retired_at IS NULL ORDER BY created_at",
+            (purpose,),
+        )
+
+
+@dataclass
+class BootstrapTokens:
+    tx: Tx
+
+    def insert(self, *, id: str, secret_hash: str, now: int) -> None:
+        self.tx.execute(
+            "INSERT INTO bootstrap_tokens (id, secret_hash, created_at) VALUES (?, ?, ?)",
+            (id, secret_hash, now),
+        )
+
+    def current(self) -> dict[str, Any] | None:
+        return self.tx.one("SELECT * FROM bootstrap_tokens ORDER BY created_at DESC LIMIT 1")
+
+    def mark_used(self, id: str, now: int) -> bool:
+        """Consume the token; ``False`` if someone else consumed it first."""
+        return self.tx.execute(
+            "UPDATE bootstrap_tokens SET used_at = ? WHERE id = ? AND used_at IS NULL", (now, id)
+        ) == 1
+
+
+@dataclass
+class ApiKeys:
+    tx: Tx
+
+    def insert(self, *, id: str, secret_hash: str, name: str, role: str, now: int,
+               expires_at: int | None = None) -> None:
+        self.tx.execute(
+            "INSERT INTO api_keys (id, secret_hash, name, role, created_at, expires_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (id, secret_hash, name, role, now, expires_at),
+        )
+
+    def find(self, id: str) -> dict[str, Any] | None:
+        return self.tx.one("SELECT * FROM api_keys WHERE id = ?", (id,))
+
+    def touch(self, id: str, now: int) -> None:
+        self.tx.execute("UPDATE api_keys SET last_used_at = ? WHERE id = ?", (now, id))
+
+
+@dataclass
+class EnrollmentTokens:
+    tx: Tx
+
+    def insert(self, *, id: str, secret_hash: str, uses: int, expires_at: int,
+               labels: dict[str, str], created_by: str, now: int) -> None:
+        self.tx.execute(
+            "INSERT INTO enrollment_tokens"
+            " (id, secret_hash, uses_left, expires_at, labels, created_by, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (id, secret_hash, uses, expires_at, json.dumps(labels), created_by, now),
+        )
+
+    def find(self, id: str) -> dict[str, Any] | None:
+        return self.tx.one("SELECT * FROM enrollment_tokens WHERE id = ?", (id,))
+
+    def consume(self, id: str, now: int) -> bool:
+        """Use one of the token's uses; ``False`` if it is spent or expired."""
+        return self.tx.execute(
+            "UPDATE enrollment_tokens SET uses_left = uses_left - 1"
+            " WHERE id = ? AND uses_left > 0 AND expires_at > ?",
+            (id, now),
+        ) == 1
+
+
+@dataclass
+class Agents:
+    tx: Tx
+
+    def insert(self, *, id: str, name: str, public_key: str, labels: dict[str, str],
+               enrollment_token_id: str, now: int) -> None:
+        self.tx.execute(
+            "INSERT INTO agents (id, name, public_key, labels, enrollment_token_id, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (id, name, public_key, json.dumps(labels), enrollment_token_id, now),
+        )
+
+    def find(self, id: str) -> dict[str, Any] | None:
+        return self.tx.one("SELECT * FROM agents WHERE id = ?", (id,))
+
+    def get(self, id: str) -> dict[str, Any]:
+        return _required(self.find(id), f"agent {id}")
+
+    def list(self) -> list[dict[str, Any]]:
+        return self.tx.all("SELECT * FROM agents ORDER BY created_at, id")
+
+    def seen(self, id: str, now: int) -> None:
+        self.tx.execute("UPDATE agents SET last_seen_at = ? WHERE id = ?", (now, id))
+
+    def use_token_id(self, agent_id: str, jti: str, expires_at: int, now: int) -> bool:
+        """Record a request token id; ``False`` when it was used before (a replay).
+
+        Expired ids are pruned on the way: a token past its expiry is refused by its
+        ``exp`` anyway, so its id need not be remembered.
+        """
+        self.tx.execute("DELETE FROM agent_token_uses WHERE expires_at < ?", (now - 300,))
+        return self.tx.execute(
+            "INSERT INTO agent_token_uses (agent_id, jti, expires_at) VALUES (?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
+            (agent_id, jti, expires_at),
+        ) == 1
+
+    def add_event(self, *, agent_id: str, event: str, order_id: str | None, reason: str,
+                  detail: str, now: int) -> None:
+        self.tx.execute(
+            "INSERT INTO agent_events (agent_id, event, order_id, reason, detail, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (agent_id, event, order_id, reason, detail, now),
+        )
+
+    def events(self, agent_id: str) -> list[dict[str, Any]]:
+        return self.tx.all("SELECT * FROM agent_events WHERE agent_id = ? ORDER BY id", (agent_id,))
+
+
+_CERTIFICATE_VIEW = (
+    "SELECT c.*, v.serial, v.not_before, v.not_after, v.fingerprint_sha256 FROM certificates c"
+    " LEFT JOIN certificate_versions v ON v.serial = ("
+    "  SELECT serial FROM certificate_versions WHERE certificate_id = c.id"
+    "  ORDER BY created_at DESC, serial LIMIT 1)"
+)
+
+
+@dataclass
+class Certificates:
+    tx: Tx
+
+    def insert(self, *, id: str, names: list[str], key_type: str, lifetime_seconds: int,
+               agent_id: str, target: str, now: int) -> None:
+        self.tx.execute(
+            "INSERT INTO certificates (id, names, key_type, lifetime_seconds, agent_id, target,"
+            " status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+            (id, json.dumps(names), key_type, lifetime_seconds, agent_id, target, now, now),
+        )
+
+    def get(self, id: str) -> dict[str, Any]:
+        return _required(self.tx.one(_CERTIFICATE_VIEW + " WHERE c.id = ?", (id,)), f"certificate {id}")
+
+    def list(self) -> list[dict[str, Any]]:
+        return self.tx.all(_CERTIFICATE_VIEW + " ORDER BY c.created_at, c.id")
+
+    def set_status(self, id: str, status: str, now: int, last_error: str | None = None) -> None:
+        self.tx.execute(
+            "UPDATE certificates SET status = ?, last_error = ?, updated_at = ? WHERE id = ?",
+            (status, last_error, now, id),
+        )
+
+    def add_version(self, *, serial: str, certificate_id: str, order_id: str, issuer_id: str,
+                    certificate_pem: str, public_key_sha256: str, fingerprint_sha256: str,
+                    not_before: int, not_after: int, now: int) -> None:
+        self.tx.execute(
+            "INSERT INTO certificate_versions (serial, certificate_id, order_id, issuer_id,"
+            " certificate_pem, public_key_sha256, fingerprint_sha256, not_before, not_after,"
+            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (serial, certificate_id, order_id, issuer_id, certificate_pem, public_key_sha256,
+             fingerprint_sha256, not_before, not_after, now),
+        )
+
+    def version_for_order(self, order_id: str) -> dict[str, Any] | None:
+        return self.tx.one("SELECT * FROM certificate_versions WHERE order_id = ?", (order_id,))
+
+
+@dataclass
+class WorkOrders:
+    tx: Tx
+
+    ACTIVE = ("queued", "dispatched", "issued")
+
+    def insert(self, *, id: str, agent_id: str, certificate_id: str | None, kind: str,
+               token: str, expires_at: int, now: int) -> None:
+        self.tx.execute(
+            "INSERT INTO work_orders (id, agent_id, certificate_id, kind, token, status,"
+            " created_at, expires_at) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?)",
+            (id, agent_id, certificate_id, kind, token, now, expires_at),
+        )
+
+    def find_for_agent(self, id: str, agent_id: str) -> dict[str, Any]:
+        """The order, only if it is addressed to ``agent_id`` (else NotFound: no leak)."""
+        return _required(
+            self.tx.one("SELECT * FROM work_orders WHERE id = ? AND agent_id = ?", (id, agent_id)),
+            f"work order {id}",
+        )
+
+    def deliverable(self, agent_id: str, now: int, limit: int = 50) -> list[dict[str, Any]]:
+        return self.tx.all(
+            "SELECT id, token FROM work_orders WHERE agent_id = ? AND status IN (?, ?, ?)"
+            " AND expires_at > ? ORDER BY created_at, id LIMIT ?",
+            (agent_id, *self.ACTIVE, now, limit),
+        )
+
+    def mark_dispatched(self, ids: list[str], now: int) -> None:
+        for id in ids:
+            self.tx.execute(
+                "UPDATE work_orders SET status = 'dispatched', dispatched_at = ?"
+                " WHERE id = ? AND status = 'queued'",
+                (now, id),
+            )
+
+    def set_status(self, id: str, status: str, now: int, detail: str | None = None) -> None:
+        terminal = status in ("succeeded", "failed", "refused")
+        self.tx.execute(
+            "UPDATE work_orders SET status = ?, result_detail = COALESCE(?, result_detail),"
+            " completed_at = CASE WHEN ? THEN ? ELSE completed_at END WHERE id = ?",
+            (status, detail, terminal, now, id),
+        )
+
+
+@dataclass
+class Audit:
+    tx: Tx
+
+    def record(self, *, actor: str, action: str, subject: str, now: int,
+               details: dict[str, Any] | None = None) -> None:
+        """Append an audit row. ``details`` must never hold secrets."""
+        self.tx.execute(
+            "INSERT INTO audit_events (at, actor, action, subject, details) VALUES (?, ?, ?, ?, ?)",
+            (now, actor, action, subject, json.dumps(details or {}, sort_keys=True)),
+        )
+
+    def list(self, limit: int = 1000) -> list[dict[str, Any]]:
+        return self.tx.all("SELECT * FROM audit_events ORDER BY id LIMIT ?", (limit,))

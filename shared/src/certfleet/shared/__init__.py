@@ -1,0 +1,8 @@
+"""certfleet.shared: what the agent and the coordinator both need.
+
+Modules: :mod:`pki` (keys, CSRs, certificates), :mod:`jws` (typed EdDSA JWTs),
+:mod:`workorder` (signed work orders), :mod:`agent_token` (agent request tokens),
+:mod:`wire` (messages), :mod:`api` (the operation catalogue).
+"""
+
+__all__ = ["agent_token", "api", "jws", "pki", "wire", "workorder"]

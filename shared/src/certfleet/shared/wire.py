@@ -1,0 +1,246 @@
+"""Messages exchanged between agents, operators and the coordinator.
+
+Every message is a msgspec Struct: decoding validates types and, with
+``forbid_unknown_fields``, refuses fields it does not know, so a typo in a request is
+an error instead of a silently ignored setting. The same classes produce the JSON
+Schema published in the OpenAPI document.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Literal, TypeVar
+
+import msgspec
+
+from .pki import KeyType, NameError_, normalize_names
+
+__all__ = [
+    "AgentInfo",
+    "AgentReport",
+    "BootstrapRequest",
+    "BootstrapResponse",
+    "CertificateBundle",
+    "CertificateCreate",
+    "CertificateInfo",
+    "CsrSubmission",
+    "Delivery",
+    "EnrollmentTokenCreate",
+    "EnrollmentTokenInfo",
+    "EnrollRequest",
+    "EnrollResponse",
+    "FileTarget",
+    "Health",
+    "IssueOrder",
+    "OrderResult",
+    "ResultAck",
+    "WorkBatch",
+    "WorkOrderKey",
+    "decode",
+    "encode",
+]
+
+
+class Message(msgspec.Struct, forbid_unknown_fields=True):
+    pass
+
+
+T = TypeVar("T")
+
+
+def decode(data: bytes, type: type[T]) -> T:
+    """Decode JSON into ``type``; raises ``msgspec.ValidationError``/``DecodeError``."""
+    value = msgspec.json.decode(data, type=type)
+    validate = getattr(value, "validate", None)
+    if validate is not None:
+        validate()
+    return value
+
+
+def encode(value: object) -> bytes:
+    return msgspec.json.encode(value)
+
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=253)]
+Argv = Annotated[
+    list[Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]],
+    msgspec.Meta(min_length=1, max_length=64),
+]
+Mode = Annotated[int, msgspec.Meta(ge=0, le=0o777)]
+Account = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.][A-Za-z0-9_.-]*$")]
+
+
+class FileTarget(Message, tag="file", tag_field="kind"):
+    """Write ``cert.pem``, ``chain.pem``, ``fullchain.pem`` and ``privkey.pem``
+    into ``directory``, the layout certbot users expect.
+
+    ``reload_command`` is an argv list run without a shell after the files changed.
+    ``mode`` applies to the certificate files, ``key_mode`` to ``privkey.pem``; both
+    apply only to files that do not exist yet (existing files keep their owner,
+    group and mode).
+    """
+
+    directory: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+    mode: Mode = 0o644
+    key_mode: Mode = 0o600
+    owner: Account | None = None
+    group: Account | None = None
+    reload_command: Argv | None = None
+
+    def validate(self) -> None:
+        if not os.path.isabs(self.directory) or "\x00" in self.directory:
+            raise msgspec.ValidationError("target directory must be an absolute path")
+        if os.path.normpath(self.directory) != self.directory.rstrip("/") or ".." in self.directory.split("/"):
+            raise msgspec.ValidationError("target directory must be a normalized path")
+        if self.key_mode & 0o077:
+            raise msgspec.ValidationError("key_mode must not grant group or other access")
+        if self.reload_command and any("\x00" in arg for arg in self.reload_command):
+            raise msgspec.ValidationError("reload_command arguments must not contain NUL")
+
+
+Target = FileTarget
+
+
+class IssueOrder(Message):
+    """What an ``issue`` work order asks: a new key, a CSR for these names, a deploy."""
+
+    certificate_id: str
+    names: list[str]
+    key_type: KeyType
+    target: Target
+
+
+# --- enrollment and authentication -------------------------------------------------
+
+
+class BootstrapRequest(Message):
+    token: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+
+
+class BootstrapResponse(Message):
+    api_key: str
+    key_id: str
+    role: str
+
+
+class EnrollmentTokenCreate(Message):
+    uses: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1
+    ttl_seconds: Annotated[int, msgspec.Meta(ge=60, le=30 * 86400)] = 3600
+    labels: dict[str, str] = {}
+
+
+class EnrollmentTokenInfo(Message):
+    id: str
+    uses_left: int
+    expires_at: int
+    token: str | None = None
+    labels: dict[str, str] = {}
+
+
+class EnrollRequest(Message):
+    token: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=253)]
+    public_key: Annotated[str, msgspec.Meta(min_length=43, max_length=44)]
+
+
+class WorkOrderKey(Message):
+    kid: str
+    public_key: str
+
+
+class EnrollResponse(Message):
+    agent_id: str
+    work_order_keys: list[WorkOrderKey]
+
+
+class AgentInfo(Message):
+    id: str
+    name: str
+    created_at: int
+    last_seen_at: int | None
+    labels: dict[str, str] = {}
+
+
+# --- certificates and work ---------------------------------------------------------
+
+
+class CertificateCreate(Message):
+    common_name: Name
+    agent_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    target: Target
+    sans: Annotated[list[Name], msgspec.Meta(max_length=99)] = []
+    key_type: KeyType = KeyType.EC_P256
+    lifetime_seconds: Annotated[int, msgspec.Meta(ge=300, le=398 * 86400)] = 90 * 86400
+
+    def validate(self) -> None:
+        try:
+            normalize_names([self.common_name, *self.sans])
+        except NameError_ as exc:
+            raise msgspec.ValidationError(str(exc)) from exc
+        self.target.validate()
+
+    def names(self) -> tuple[str, ...]:
+        return normalize_names([self.common_name, *self.sans])
+
+
+class CertificateInfo(Message):
+    id: str
+    names: list[str]
+    key_type: KeyType
+    lifetime_seconds: int
+    agent_id: str
+    target: Target
+    status: str
+    created_at: int
+    serial: str | None = None
+    not_before: int | None = None
+    not_after: int | None = None
+    fingerprint_sha256: str | None = None
+    last_error: str | None = None
+
+
+class Delivery(Message):
+    """One work order as delivered: the coordinator's delivery id (for bookkeeping,
+    e.g. to report a refusal) and the signed token, the only part the agent trusts."""
+
+    id: str
+    token: str
+
+
+class WorkBatch(Message):
+    orders: list[Delivery]
+
+
+class CsrSubmission(Message):
+    csr: Annotated[str, msgspec.Meta(min_length=1, max_length=65536)]
+
+
+class CertificateBundle(Message):
+    certificate: str
+    chain: str
+    serial: str
+    not_after: int
+
+
+class OrderResult(Message):
+    status: Literal["succeeded", "failed"]
+    detail: Annotated[str, msgspec.Meta(max_length=8192)] = ""
+    fingerprint_sha256: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+
+
+class AgentReport(Message):
+    """Something the agent noticed that is not the result of a valid order, such as a
+    work order it refused."""
+
+    event: Literal["work-order-refused"]
+    reason: Annotated[str, msgspec.Meta(max_length=64)]
+    order_id: Annotated[str, msgspec.Meta(max_length=128)] | None = None
+    detail: Annotated[str, msgspec.Meta(max_length=2048)] = ""
+
+
+class ResultAck(Message):
+    accepted: bool
+
+
+class Health(Message):
+    status: str
