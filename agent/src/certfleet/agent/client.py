@@ -43,6 +43,10 @@ class CoordinatorClient:
         self._agent_id = agent_id
         self._identity = identity
 
+    @property
+    def base_url(self) -> str:
+        return str(self._client.base_url)
+
     async def aclose(self) -> None:
         await self._client.aclose()
 

@@ -103,7 +103,7 @@ class Agent:
                 await trio.sleep(delay)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        log.info("agent %s polling %s", self.config.agent_id, self.config.coordinator)
+        log.info("agent %s polling %s", self.config.agent_id, self.client.base_url)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._outbox_loop)

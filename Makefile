@@ -1,0 +1,32 @@
+# The two commands: `make demo` and `make test`. Both work on a fresh Debian machine
+# as root with Python 3.11: they create .venv and install what they need.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
+PYTEST_ARGS ?=
+
+.PHONY: demo test install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV) || { apt-get update && apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); }
+
+$(VENV)/.installed: $(BIN)/python shared/pyproject.toml agent/pyproject.toml coordinator/pyproject.toml requirements-test.txt
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e shared -e agent -e coordinator -r requirements-test.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(BIN)/certfleet demo $(DEMO_ARGS)
+
+test: $(VENV)/.installed
+	scripts/ensure-system-packages.sh
+	scripts/ensure-postgres.sh
+	CERTFLEET_TEST_POSTGRES_URL=$(POSTGRES_URL) CERTFLEET_REQUIRE_POSTGRES=1 \
+		$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) demo-data .pytest_cache

@@ -1,0 +1,38 @@
+"""Helpers for tests: an admin API client, in-process agents, raw HTTP calls."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+
+BOOTSTRAP_TOKEN = "test-bootstrap-token-0123456789"
+
+
+def ca_fingerprint(running) -> str:
+    return hashlib.sha256(running.coordinator.keys.root.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+async def admin_client(running):
+    """Exchange the bootstrap token and return an :class:`ApiClient` with the admin key."""
+    from certfleet.coordinator.client import ApiClient
+    from certfleet.shared import wire
+
+    async with ApiClient(running.url, api_key=None, ca_bundle=running.ca_path) as anonymous:
+        result = await anonymous.call("auth.bootstrap", wire.BootstrapRequest(token=BOOTSTRAP_TOKEN))
+    return ApiClient(running.url, api_key=result.api_key, ca_bundle=running.ca_path), result.api_key
+
+
+async def enroll_agent(api, running, agent_dir: Path, name: str = "test-agent"):
+    """Enroll an in-process agent; returns :class:`certfleet.agent.daemon.Agent`."""
+    from certfleet.agent.config import AgentPaths
+    from certfleet.agent.daemon import Agent
+    from certfleet.agent.enroll import enroll
+    from certfleet.shared import wire
+
+    token = await api.call("agents.enrollment-token.create", wire.EnrollmentTokenCreate(uses=1))
+    paths = AgentPaths(agent_dir)
+    await enroll(paths, coordinator=running.url, token=token.token, ca_fingerprint=ca_fingerprint(running),
+                 name=name)
+    return Agent(paths, poll_wait=0)
