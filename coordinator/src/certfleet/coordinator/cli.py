@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
 import re
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from certfleet.shared.pki import KeyType
 from .client import ApiClient, ApiError
 from .initialize import InitializationError
 from .settings import Settings
+from .storage import StorageError
 
 __all__ = ["main"]
 
@@ -164,6 +167,13 @@ async def _api(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _termination_signal() -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for received in signals:
+            logging.getLogger("certfleet.server").info("%s received; shutting down", signal.Signals(received).name)
+            return
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -173,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             from .server import run_coordinator
 
             settings = Settings.from_env(data_dir=args.data_dir, listen=args.listen, tls_sans=tuple(args.tls_san))
-            trio.run(run_coordinator, settings)
+            trio.run(functools.partial(run_coordinator, settings, shutdown_trigger=_termination_signal))
             return 0
         if args.command == "demo":
             from .demo import run_demo
@@ -182,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         return trio.run(_api, args)
     except KeyboardInterrupt:
         return 130
-    except InitializationError as exc:
+    except (InitializationError, StorageError) as exc:
         print(f"certfleet: cannot start: {exc}", file=sys.stderr)
         return 1
     except ApiError as exc:

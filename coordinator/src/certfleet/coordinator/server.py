@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,11 +50,14 @@ async def run_coordinator(
     settings: Settings,
     *,
     announce_token: bool = True,
+    shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
     task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Initialize (first start) or load, then serve until cancelled.
 
     ``task_status.started`` receives the bound URL, so callers may listen on port 0.
+    When ``shutdown_trigger`` returns, the server stops accepting connections and
+    gives requests in flight ``graceful_timeout`` seconds to finish.
     """
     database = await trio.to_thread.run_sync(open_database, settings.database_url, settings.data_dir)
     try:
@@ -69,7 +74,8 @@ async def run_coordinator(
         config.errorlog = logging.getLogger("hypercorn.error")
         config.graceful_timeout = 5
         async with trio.open_nursery() as nursery:
-            binds = await nursery.start(serve, create_app(coordinator), config)
+            binds = await nursery.start(
+                functools.partial(serve, create_app(coordinator), config, shutdown_trigger=shutdown_trigger))
             url = binds[0]
             log.info("coordinator listening on %s", url)
             task_status.started(Running(url, settings.tls_dir / "ca.pem", coordinator))

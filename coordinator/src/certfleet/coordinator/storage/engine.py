@@ -165,7 +165,11 @@ class PostgresDatabase:
             kwargs={"row_factory": dict_row, "autocommit": False},
             open=False,
         )
-        self._pool.open(wait=True, timeout=30)
+        try:
+            self._pool.open(wait=True, timeout=30)
+        except Exception as exc:  # psycopg_pool raises PoolTimeout with the cause logged
+            self._pool.close()
+            raise StorageError(f"cannot connect to PostgreSQL: {exc}") from exc
         self._limiter = trio.CapacityLimiter(max_size)
 
     def transact_sync(self, fn: Callable[[Tx], T]) -> T:
