@@ -14,13 +14,10 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from certfleet.shared.api import OPERATIONS, Auth
-
 __all__ = [
     "API_KEY",
     "BOOTSTRAP",
     "ENROLLMENT",
-    "ROLE_PERMISSIONS",
     "Minted",
     "hash_secret",
     "matches",
@@ -34,12 +31,6 @@ BOOTSTRAP = "cfb"
 
 _TOKEN = re.compile(r"^(cf[a-z])_([A-Za-z0-9]{16})_([A-Za-z0-9_-]{43})$")
 
-# The skeleton's single operator role. Scoped and custom roles build on this table.
-ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
-    "admin": frozenset(op.permission for op in OPERATIONS if op.auth is Auth.API_KEY),
-}
-
-
 @dataclass(frozen=True)
 class Minted:
     id: str
@@ -51,8 +42,9 @@ def hash_secret(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def mint(prefix: str) -> Minted:
-    id = "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(16))
+def mint(prefix: str, id: str | None = None) -> Minted:
+    """A new secret; pass ``id`` to give an existing key a new secret (rotation)."""
+    id = id or "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(16))
     token = f"{prefix}_{id}_{secrets.token_urlsafe(32)}"
     return Minted(id, token, hash_secret(token))
 

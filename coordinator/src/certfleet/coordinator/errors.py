@@ -17,6 +17,7 @@ __all__ = [
     "Gone",
     "NotFound",
     "PayloadTooLarge",
+    "TooManyRequests",
     "Unauthorized",
     "UnprocessableEntity",
     "UnsupportedMediaType",
@@ -80,6 +81,10 @@ class UnsupportedMediaType(CertfleetError):
 
 class UnprocessableEntity(CertfleetError):
     status, slug, title = 422, "unprocessable", "Request refused by policy"
+
+
+class TooManyRequests(CertfleetError):
+    status, slug, title = 429, "rate-limited", "Too many failed attempts"
 
 
 def problem_for(error: CertfleetError) -> tuple[int, dict[str, Any]]:

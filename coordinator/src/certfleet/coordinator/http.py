@@ -1,16 +1,20 @@
 """HTTP surface: routes mounted from the operation catalogue.
 
 Everything an operation needs before its handler runs happens here, once, for all
-operations: authentication by the operation's ``auth``, the permission gate, body
-size and media type, strict decoding into the operation's input type, and turning
-every error into ``application/problem+json`` (RFC 9457).
+operations: the failed-authentication rate limit, authentication by the operation's
+``auth``, the permission gate, body size and media type, strict decoding into the
+operation's input type, the audit event for every refusal, and turning every error
+into ``application/problem+json`` (RFC 9457).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -23,9 +27,11 @@ from certfleet.shared.agent_token import AUTH_SCHEME
 from certfleet.shared.api import OPERATIONS, Auth, Operation
 
 from . import errors, storage
+from .core import Call
 from .openapi import openapi_document
-from .principal import ANONYMOUS, Principal
-from .service import MAX_POLL_WAIT, Call, Coordinator
+from .principal import ANONYMOUS, Principal, RequestMeta
+from .ratelimit import AuthFailureLimiter
+from .service import MAX_POLL_WAIT, Coordinator, handler_name
 
 __all__ = ["MAX_BODY_BYTES", "create_app"]
 
@@ -33,6 +39,14 @@ log = logging.getLogger("certfleet.http")
 
 MAX_BODY_BYTES = 1024 * 1024
 VERSION = "0.1.0"
+SECURITY_HEADERS = {
+    "Strict-Transport-Security": "max-age=63072000; includeSubDomains",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
 
 Handler = Callable[[Call], Awaitable[Any]]
 
@@ -41,7 +55,9 @@ def _problem(error: errors.CertfleetError) -> Response:
     status, body = errors.problem_for(error)
     response = Response(msgspec.json.encode(body), status=status, content_type=errors.PROBLEM_CONTENT_TYPE)
     if status == 401:
-        response.headers["WWW-Authenticate"] = 'Bearer realm="certfleet"'
+        response.headers["WWW-Authenticate"] = f'Bearer realm="certfleet", {AUTH_SCHEME} realm="certfleet"'
+    if status == 429:
+        response.headers["Retry-After"] = str(error.extra.get("retry_after", 60))
     return response
 
 
@@ -67,23 +83,22 @@ async def _authenticate(op: Operation, coordinator: Coordinator) -> Principal:
     if op.auth is Auth.PUBLIC:
         return ANONYMOUS
     if op.auth is Auth.API_KEY:
-        principal = await coordinator.authenticate_api_key(_credential("Bearer"))
-        if op.permission not in principal.permissions:
-            raise errors.Forbidden(f"this operation needs the {op.permission!r} permission")
-        return principal
+        return await coordinator.authenticate_api_key(_credential("Bearer"))
     return await coordinator.authenticate_agent(_credential(AUTH_SCHEME), op.method, request.path)
 
 
-async def _decode_body(op: Operation) -> Any:
+async def _read_body(op: Operation) -> tuple[Any, str]:
+    """The decoded body and the SHA-256 of its bytes (for the audit trail)."""
     if op.input is None:
-        return None
+        return None, "-"
     if request.mimetype != "application/json":
         raise errors.UnsupportedMediaType("send the request body as application/json")
     data = await request.get_data(cache=False)
     if len(data) > MAX_BODY_BYTES:
         raise errors.PayloadTooLarge(f"request bodies are limited to {MAX_BODY_BYTES} bytes")
+    digest = hashlib.sha256(data).hexdigest()
     try:
-        return wire.decode(data, op.input)
+        return wire.decode(data, op.input), digest
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise errors.BadRequest(f"invalid request body: {exc}", slug="invalid-body") from exc
 
@@ -101,56 +116,93 @@ def _decode_query(op: Operation) -> dict[str, Any]:
     return query
 
 
-def _view(op: Operation, handler: Handler, coordinator: Coordinator):
+_OUTCOMES = {401: "unauthenticated", 403: "denied"}
+
+
+def _view(op: Operation, handler: Handler, coordinator: Coordinator, limiter: AuthFailureLimiter):
     async def view(**params: str) -> Response:
+        source = request.remote_addr or "-"
+        meta = RequestMeta(request_id=request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(8),
+                           source_address=source, started=time.monotonic())
+        request.request_id = meta.request_id  # type: ignore[attr-defined]
+        call = Call(ANONYMOUS, params=params, operation=op.name, meta=meta)
         try:
+            limiter.check(source)
             principal = await _authenticate(op, coordinator)
-            call = Call(principal, await _decode_body(op), params, _decode_query(op))
+            call = dataclasses.replace(call, principal=principal)
+            if op.auth is not Auth.PUBLIC and not principal.permissions.holds_anywhere(op.permission):
+                raise errors.Forbidden(f"this operation needs the {op.permission!r} permission")
+            body, digest = await _read_body(op)
+            call = dataclasses.replace(call, body=body, query=_decode_query(op),
+                                       meta=dataclasses.replace(meta, body_sha256=digest))
             result = await handler(call)
-        except errors.CertfleetError as exc:
-            return _problem(exc)
         except storage.NotFound as exc:
             return _problem(errors.NotFound(f"{exc} does not exist"))
         except storage.Conflict:
-            return _problem(errors.Conflict("conflicts with an existing resource"))
+            return await _refused(call, errors.Conflict("conflicts with an existing resource"))
         except HTTPException as exc:
-            return _problem(_http_problem(exc))
+            return await _refused(call, _http_problem(exc))
+        except errors.CertfleetError as exc:
+            return await _refused(call, exc)
         if isinstance(result, str):
+            return Response(result, status=op.status, content_type=op.content_type)
+        if isinstance(result, AsyncIterator):
             return Response(result, status=op.status, content_type=op.content_type)
         return Response(msgspec.json.encode(result), status=op.status, content_type=op.content_type)
 
-    view.__name__ = handler_name(op)
+    async def _refused(call: Call, error: errors.CertfleetError) -> Response:
+        """Audit refusals: every failed authentication, every denial, every failed change."""
+        outcome = _OUTCOMES.get(error.status, "failed")
+        if error.status in _OUTCOMES or (op.mutating and error.status < 500):
+            resource = "-".join(call.params.values()) or "-"
+            failures = await coordinator.record_refusal(
+                call, outcome=outcome, resource_type=op.name.split(".")[0], resource_id=resource,
+                details={"problem": error.slug}, count_failure=error.status == 401)
+            if error.status == 401:
+                limiter.failed(call.meta.source_address, failures)
+        return _problem(error)
+
+    view.__name__ = handler_name(op.name)
     return view
 
 
-def handler_name(op: Operation) -> str:
-    return op.name.replace(".", "_").replace("-", "_")
-
-
-def create_app(coordinator: Coordinator) -> QuartTrio:
+def create_app(coordinator: Coordinator, *, cors_origins: tuple[str, ...] = ()) -> QuartTrio:
     app = QuartTrio(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["BODY_TIMEOUT"] = 30
     app.config["RESPONSE_TIMEOUT"] = MAX_POLL_WAIT + 30
     document = openapi_document(VERSION)
+    limiter = AuthFailureLimiter()
 
     async def openapi(call: Call) -> dict[str, Any]:
         return document
 
     for op in OPERATIONS:
-        handler = openapi if op.name == "openapi" else getattr(coordinator, handler_name(op))
+        handler = openapi if op.name == "openapi" else getattr(coordinator, handler_name(op.name))
         path = op.path.replace("{", "<").replace("}", ">")
-        app.add_url_rule(path, endpoint=op.name, view_func=_view(op, handler, coordinator), methods=[op.method])
+        app.add_url_rule(path, endpoint=op.name, view_func=_view(op, handler, coordinator, limiter),
+                         methods=[op.method], provide_automatic_options=False)
 
     @app.before_request
-    async def assign_request_id() -> None:
-        request.request_id = secrets.token_hex(8)  # type: ignore[attr-defined]
+    async def cross_origin_preflight() -> Response | None:
+        origin = request.headers.get("Origin")
+        if request.method != "OPTIONS":
+            return None
+        if origin is None or origin not in cors_origins:
+            return _problem(errors.Forbidden("cross-origin requests are not allowed from this origin"))
+        return Response(b"", status=204)
 
     @app.after_request
-    async def security_headers(response: Response) -> Response:
+    async def headers(response: Response) -> Response:
         response.headers["X-Request-Id"] = getattr(request, "request_id", "-")
-        response.headers["Cache-Control"] = "no-store"
-        response.headers["X-Content-Type-Options"] = "nosniff"
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        origin = request.headers.get("Origin")
+        if origin is not None and origin in cors_origins:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, PUT, PATCH, DELETE"
+            response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+            response.headers["Vary"] = "Origin"
         return response
 
     @app.errorhandler(HTTPException)

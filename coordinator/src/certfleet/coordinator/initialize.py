@@ -32,13 +32,14 @@ from . import credentials
 from .ca import CertificateAuthority, create_root
 from .secretbox import MasterKey, MasterKeyError
 from .settings import Settings
-from .storage import BootstrapTokens, Conflict, Database, Issuers, Meta, SigningKeys, Tx, migrate
+from .storage import BootstrapTokens, Conflict, Database, Issuers, Meta, Profiles, SigningKeys, Tx, migrate
 
 __all__ = ["CoordinatorKeys", "InitializationError", "initialize"]
 
 ROOT_NAME = "root"
 ISSUING_NAME = "issuing"
 WORK_ORDER_PURPOSE = "work-order"
+DEFAULT_PROFILE_ID = "prf_default"
 _CHECK_PLAINTEXT = b"certfleet master key check"
 
 
@@ -89,6 +90,7 @@ def _create(tx: Tx, master: MasterKey, settings: Settings, now: int) -> str | No
         sealed_key=_seal_pem(master, order_key, f"signing-key:{kid}"),
         now=now,
     )
+    Profiles(tx).insert(id=DEFAULT_PROFILE_ID, name="default", issuer_id="iss_issuing", now=now)
     token = settings.bootstrap_token or credentials.mint(credentials.BOOTSTRAP).token
     BootstrapTokens(tx).insert(id="bootstrap", secret_hash=credentials.hash_secret(token), now=now)
     meta.insert("master_key_check", master.seal(_CHECK_PLAINTEXT, context="master-key-check"))

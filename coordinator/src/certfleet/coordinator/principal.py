@@ -1,11 +1,13 @@
-"""Who is calling: resolved once per request by the HTTP layer."""
+"""Who is calling, and the request facts the audit trail records."""
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-__all__ = ["Principal", "PrincipalKind"]
+from .rbac import EffectivePermissions
+
+__all__ = ["ANONYMOUS", "Principal", "PrincipalKind", "RequestMeta"]
 
 
 class PrincipalKind(enum.StrEnum):
@@ -18,7 +20,8 @@ class PrincipalKind(enum.StrEnum):
 class Principal:
     kind: PrincipalKind
     id: str
-    permissions: frozenset[str] = frozenset()
+    user: str | None = None
+    permissions: EffectivePermissions = field(default_factory=EffectivePermissions)
 
     @property
     def actor(self) -> str:
@@ -27,3 +30,12 @@ class Principal:
 
 
 ANONYMOUS = Principal(PrincipalKind.ANONYMOUS, "-")
+
+
+@dataclass(frozen=True)
+class RequestMeta:
+    request_id: str = "-"
+    source_address: str = "-"
+    body_sha256: str = "-"
+    started: float = 0.0
+    """``time.monotonic()`` when the request arrived."""

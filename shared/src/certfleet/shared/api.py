@@ -39,14 +39,23 @@ class Operation:
     input: type | None = None
     output: Any = None
     query: dict[str, type] = field(default_factory=dict)
+    """Query parameters: name → ``int`` or ``str``."""
     status: int = 200
     content_type: str = "application/json"
+    destructive: bool = False
+    """Removes or revokes something; the ``mcp`` role never holds these."""
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z][a-z-]*(\.[a-z][a-z-]*)+", self.permission):
             raise ValueError(f"{self.name}: permission {self.permission!r} is not namespace.verb")
         if self.method not in {"GET", "POST", "PUT", "PATCH", "DELETE"}:
             raise ValueError(f"{self.name}: unsupported method {self.method}")
+        if self.input is not None and not self.mutating:
+            raise ValueError(f"{self.name}: a GET takes no body")
+
+    @property
+    def mutating(self) -> bool:
+        return self.method != "GET"
 
     @property
     def path_params(self) -> tuple[str, ...]:
@@ -60,6 +69,7 @@ class Operation:
 
 
 OPERATIONS: tuple[Operation, ...] = (
+    # --- public: no credential, or a one-time token in the body ---------------------
     Operation("health", "GET", "/health", "system.health", Auth.PUBLIC,
               "Liveness with a database round-trip.", output=wire.Health),
     Operation("openapi", "GET", f"{API_BASE}/openapi.json", "system.openapi", Auth.PUBLIC,
@@ -70,6 +80,60 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("auth.bootstrap", "POST", f"{API_BASE}/auth/bootstrap", "auth.bootstrap", Auth.PUBLIC,
               "Exchange the one-time bootstrap token for the first admin API key.",
               input=wire.BootstrapRequest, output=wire.BootstrapResponse, status=201),
+    Operation("agent.enroll", "POST", f"{API_BASE}/agent/enroll", "agent.enroll", Auth.PUBLIC,
+              "Register an agent's identity key with an enrollment token.",
+              input=wire.EnrollRequest, output=wire.EnrollResponse, status=201),
+    # --- identity and access ----------------------------------------------------------
+    Operation("auth.me", "GET", f"{API_BASE}/auth/me", "auth.self.read", Auth.API_KEY,
+              "The caller's identity, grants and effective permissions.", output=wire.Me),
+    Operation("auth.permissions", "GET", f"{API_BASE}/auth/permissions", "auth.permission.read",
+              Auth.API_KEY, "Every permission, the operations it gates and the built-in roles holding it.",
+              output=list[wire.PermissionInfo]),
+    Operation("auth.keys.create", "POST", f"{API_BASE}/auth/keys", "auth.key.create", Auth.API_KEY,
+              "Create an API key (the secret is shown once).", input=wire.ApiKeyCreate,
+              output=wire.ApiKeyInfo, status=201),
+    Operation("auth.keys.list", "GET", f"{API_BASE}/auth/keys", "auth.key.read", Auth.API_KEY,
+              "List API keys (never their secrets).", output=list[wire.ApiKeyInfo]),
+    Operation("auth.keys.rotate", "POST", f"{API_BASE}/auth/keys/{{key_id}}/rotate", "auth.key.rotate",
+              Auth.API_KEY, "Replace a key's secret; the old one stops working at once.",
+              output=wire.ApiKeyInfo),
+    Operation("auth.keys.revoke", "DELETE", f"{API_BASE}/auth/keys/{{key_id}}", "auth.key.revoke",
+              Auth.API_KEY, "Revoke an API key.", output=wire.ApiKeyInfo, destructive=True),
+    Operation("auth.own-keys.create", "POST", f"{API_BASE}/auth/me/keys", "auth.own-key.manage",
+              Auth.API_KEY, "Create another key for the caller's own user, with at most the caller's roles.",
+              input=wire.ApiKeyCreate, output=wire.ApiKeyInfo, status=201),
+    Operation("auth.own-keys.list", "GET", f"{API_BASE}/auth/me/keys", "auth.own-key.read", Auth.API_KEY,
+              "List the caller's own keys.", output=list[wire.ApiKeyInfo]),
+    Operation("auth.own-keys.rotate", "POST", f"{API_BASE}/auth/me/keys/{{key_id}}/rotate",
+              "auth.own-key.manage", Auth.API_KEY, "Rotate one of the caller's own keys.",
+              output=wire.ApiKeyInfo),
+    Operation("auth.own-keys.revoke", "DELETE", f"{API_BASE}/auth/me/keys/{{key_id}}", "auth.own-key.manage",
+              Auth.API_KEY, "Revoke one of the caller's own keys.", output=wire.ApiKeyInfo, destructive=True),
+    Operation("auth.roles.list", "GET", f"{API_BASE}/auth/roles", "auth.role.read", Auth.API_KEY,
+              "List built-in and custom roles.", output=list[wire.RoleInfo]),
+    Operation("auth.roles.create", "POST", f"{API_BASE}/auth/roles", "auth.role.edit", Auth.API_KEY,
+              "Create a custom role from permissions the caller holds.", input=wire.RoleCreate,
+              output=wire.RoleInfo, status=201),
+    Operation("auth.roles.delete", "DELETE", f"{API_BASE}/auth/roles/{{role}}", "auth.role.edit",
+              Auth.API_KEY, "Delete a custom role that nobody is granted.", output=wire.RoleInfo,
+              destructive=True),
+    Operation("auth.grants.list", "GET", f"{API_BASE}/auth/grants", "auth.role.read", Auth.API_KEY,
+              "List role grants.", output=list[wire.GrantInfo]),
+    Operation("auth.grants.create", "POST", f"{API_BASE}/auth/grants", "auth.role.assign", Auth.API_KEY,
+              "Grant a role to a key, user or agent, globally or on one profile or issuer.",
+              input=wire.GrantCreate, output=wire.GrantInfo, status=201),
+    Operation("auth.grants.revoke", "DELETE", f"{API_BASE}/auth/grants/{{grant_id}}", "auth.role.assign",
+              Auth.API_KEY, "Remove a grant (never the last admin's).", output=wire.GrantInfo,
+              destructive=True),
+    Operation("audit.list", "GET", f"{API_BASE}/audit", "audit.read", Auth.API_KEY,
+              "Audit events, filtered, oldest first, with keyset pagination (after, limit).",
+              output=wire.AuditPage,
+              query={"after": int, "limit": int, "since_ms": int, "until_ms": int, "actor_id": str,
+                     "action": str, "resource_type": str, "resource_id": str}),
+    Operation("audit.export", "GET", f"{API_BASE}/audit/export", "audit.export", Auth.API_KEY,
+              "The whole audit trail as NDJSON, streamed.", content_type="application/x-ndjson",
+              query={"since_ms": int, "until_ms": int}),
+    # --- fleet ------------------------------------------------------------------------
     Operation("agents.enrollment-token.create", "POST", f"{API_BASE}/agents/enrollment-tokens",
               "agent.enroll-token.create", Auth.API_KEY,
               "Mint an enrollment token (shown once) for N agents, expiring.",
@@ -78,16 +142,21 @@ OPERATIONS: tuple[Operation, ...] = (
               "List enrolled agents.", output=list[wire.AgentInfo]),
     Operation("agents.get", "GET", f"{API_BASE}/agents/{{agent_id}}", "agent.read", Auth.API_KEY,
               "Show one agent.", output=wire.AgentInfo),
+    # --- certificates -----------------------------------------------------------------
+    Operation("profiles.list", "GET", f"{API_BASE}/profiles", "profile.read", Auth.API_KEY,
+              "List certificate profiles.", output=list[wire.ProfileInfo]),
+    Operation("profiles.create", "POST", f"{API_BASE}/profiles", "profile.edit", Auth.API_KEY,
+              "Create a certificate profile on an issuer.", input=wire.ProfileCreate,
+              output=wire.ProfileInfo, status=201),
     Operation("certificates.create", "POST", f"{API_BASE}/certificates", "cert.create", Auth.API_KEY,
               "Create a managed certificate bound to an agent and a target; queues an issue order.",
               input=wire.CertificateCreate, output=wire.CertificateInfo, status=201),
     Operation("certificates.list", "GET", f"{API_BASE}/certificates", "cert.read", Auth.API_KEY,
-              "List managed certificates.", output=list[wire.CertificateInfo]),
+              "List managed certificates (those under profiles the caller may read).",
+              output=list[wire.CertificateInfo]),
     Operation("certificates.get", "GET", f"{API_BASE}/certificates/{{certificate_id}}", "cert.read",
               Auth.API_KEY, "Show one managed certificate.", output=wire.CertificateInfo),
-    Operation("agent.enroll", "POST", f"{API_BASE}/agent/enroll", "agent.enroll", Auth.PUBLIC,
-              "Register an agent's identity key with an enrollment token.",
-              input=wire.EnrollRequest, output=wire.EnrollResponse, status=201),
+    # --- the agent protocol -----------------------------------------------------------
     Operation("agent.work", "GET", f"{API_BASE}/agent/work", "agent.work.poll", Auth.AGENT,
               "Long-poll for signed work orders addressed to the calling agent.",
               output=wire.WorkBatch, query={"wait": int}),
@@ -100,6 +169,9 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("agent.report", "POST", f"{API_BASE}/agent/reports", "agent.report", Auth.AGENT,
               "Report an event, such as a refused work order.",
               input=wire.AgentReport, output=wire.ResultAck),
+    Operation("agent.certificate", "GET", f"{API_BASE}/agent/certificates/{{certificate_id}}",
+              "agent.certificate.read", Auth.AGENT, "Show a certificate bound to the calling agent.",
+              output=wire.CertificateInfo),
 )
 
 _BY_NAME = {op.name: op for op in OPERATIONS}

@@ -9,13 +9,25 @@ Schema published in the OpenAPI document.
 from __future__ import annotations
 
 import os
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
 from .pki import KeyType, NameError_, normalize_names
 
 __all__ = [
+    "RoleInfo",
+    "RoleCreate",
+    "ProfileInfo",
+    "ProfileCreate",
+    "PermissionInfo",
+    "Me",
+    "GrantInfo",
+    "GrantCreate",
+    "AuditPage",
+    "AuditEvent",
+    "ApiKeyInfo",
+    "ApiKeyCreate",
     "AgentInfo",
     "AgentReport",
     "BootstrapRequest",
@@ -168,6 +180,7 @@ class CertificateCreate(Message):
     common_name: Name
     agent_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     target: Target
+    profile: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "default"
     sans: Annotated[list[Name], msgspec.Meta(max_length=99)] = []
     key_type: KeyType = KeyType.EC_P256
     lifetime_seconds: Annotated[int, msgspec.Meta(ge=300, le=398 * 86400)] = 90 * 86400
@@ -189,6 +202,7 @@ class CertificateInfo(Message):
     key_type: KeyType
     lifetime_seconds: int
     agent_id: str
+    profile_id: str
     target: Target
     status: str
     created_at: int
@@ -244,3 +258,122 @@ class ResultAck(Message):
 
 class Health(Message):
     status: str
+
+
+# --- access control ----------------------------------------------------------------
+
+Identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-]*$")]
+PrincipalType = Literal["api-key", "user", "agent"]
+ScopeType = Literal["global", "profile", "issuer"]
+
+
+class ApiKeyCreate(Message):
+    """A new API key. ``roles`` are granted globally at creation; narrower grants
+    are made with the grants API. Every role must be within the caller's own
+    permissions."""
+
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    roles: Annotated[list[Identifier], msgspec.Meta(max_length=16)] = []
+    user: Identifier | None = None
+    expires_at: int | None = None
+
+
+class ApiKeyInfo(Message):
+    id: str
+    name: str
+    user: str | None
+    created_at: int
+    expires_at: int | None = None
+    revoked_at: int | None = None
+    last_used_at: int | None = None
+    token: str | None = None
+    """Present only in the answer to create and rotate: shown once."""
+
+
+class RoleCreate(Message):
+    name: Identifier
+    permissions: Annotated[list[Annotated[str, msgspec.Meta(max_length=64)]], msgspec.Meta(min_length=1, max_length=256)]
+    description: Annotated[str, msgspec.Meta(max_length=512)] = ""
+
+
+class RoleInfo(Message):
+    name: str
+    permissions: list[str]
+    description: str = ""
+    builtin: bool = False
+
+
+class GrantCreate(Message):
+    principal_type: PrincipalType
+    principal_id: Identifier
+    role: Identifier
+    scope_type: ScopeType = "global"
+    scope_id: Identifier | None = None
+    expires_at: int | None = None
+
+    def validate(self) -> None:
+        if (self.scope_type == "global") != (self.scope_id is None):
+            raise msgspec.ValidationError("scope_id is required for a profile or issuer scope, and only then")
+
+
+class GrantInfo(Message):
+    id: str
+    principal_type: str
+    principal_id: str
+    role: str
+    scope_type: str
+    scope_id: str | None
+    created_by: str
+    created_at: int
+    expires_at: int | None = None
+
+
+class Me(Message):
+    principal_type: str
+    principal_id: str
+    user: str | None
+    grants: list[GrantInfo]
+    permissions: dict[str, list[str]]
+    """Each permission with the scopes it holds at: ``global`` or ``profile:ID`` /
+    ``issuer:ID``."""
+
+
+class PermissionInfo(Message):
+    permission: str
+    operations: list[str]
+    roles: list[str]
+
+
+class ProfileCreate(Message):
+    name: Identifier
+    issuer: Identifier = "issuing"
+
+
+class ProfileInfo(Message):
+    id: str
+    name: str
+    issuer_id: str
+    created_at: int
+
+
+class AuditEvent(Message):
+    id: int
+    at_ms: int
+    actor_type: str
+    actor_id: str
+    action: str
+    resource_type: str
+    resource_id: str
+    outcome: str
+    request_id: str
+    source_address: str
+    body_sha256: str
+    latency_ms: int
+    details: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+class AuditPage(Message):
+    events: list[AuditEvent]
+    next_after: int | None = None

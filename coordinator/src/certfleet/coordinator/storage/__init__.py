@@ -1,16 +1,19 @@
 """Coordinator storage: engines, migrations and per-aggregate repositories."""
 
-from .engine import Conflict, Database, NotFound, StorageError, Tx, open_database
+from .engine import AppendOnly, Conflict, Database, NotFound, StorageError, Tx, open_database
 from .migrations import migrate
 from .repos import (
     Agents,
     ApiKeys,
-    Audit,
     BootstrapTokens,
     Certificates,
     EnrollmentTokens,
+    Grants,
     Issuers,
     Meta,
+    Profiles,
+    RateLimits,
+    Roles,
     SigningKeys,
     WorkOrders,
 )
@@ -18,14 +21,18 @@ from .repos import (
 __all__ = [
     "Agents",
     "ApiKeys",
-    "Audit",
+    "AppendOnly",
     "BootstrapTokens",
     "Certificates",
     "Conflict",
     "Database",
     "EnrollmentTokens",
+    "Grants",
     "Issuers",
     "Meta",
+    "Profiles",
+    "RateLimits",
+    "Roles",
     "NotFound",
     "SigningKeys",
     "StorageError",

@@ -18,7 +18,7 @@ from typing import Any, Protocol, TypeVar
 
 import trio
 
-__all__ = ["Conflict", "Database", "NotFound", "StorageError", "Tx", "open_database"]
+__all__ = ["AppendOnly", "Conflict", "Database", "NotFound", "StorageError", "Tx", "open_database"]
 
 T = TypeVar("T")
 Params = Sequence[Any]
@@ -34,6 +34,10 @@ class NotFound(StorageError):
 
 class Conflict(StorageError):
     """A uniqueness or optimistic-concurrency violation."""
+
+
+class AppendOnly(StorageError):
+    """The database refused to change or delete an audit event."""
 
 
 class Tx(Protocol):
@@ -71,6 +75,8 @@ class _SqliteTx:
         except sqlite3.IntegrityError as exc:
             if "UNIQUE" in str(exc) or "PRIMARY KEY" in str(exc):
                 raise Conflict(str(exc)) from exc
+            if "append-only" in str(exc):
+                raise AppendOnly(str(exc)) from exc
             raise
 
     def one(self, sql: str, params: Params = ()) -> dict[str, Any] | None:
@@ -134,6 +140,8 @@ class _PostgresTx:
     def execute(self, sql: str, params: Params = ()) -> int:
         import psycopg.errors
 
+        if not params:
+            return self._connection.execute(sql).rowcount
         # A failed statement aborts a PostgreSQL transaction, so a Conflict ends the
         # unit of work on both engines; callers that expect duplicates write
         # ``ON CONFLICT DO NOTHING`` instead of catching.
@@ -141,6 +149,10 @@ class _PostgresTx:
             return self._connection.execute(self._sql(sql), tuple(params)).rowcount
         except psycopg.errors.UniqueViolation as exc:
             raise Conflict(str(exc).splitlines()[0]) from exc
+        except psycopg.errors.RaiseException as exc:
+            if "append-only" in str(exc):
+                raise AppendOnly(str(exc).splitlines()[0]) from exc
+            raise
 
     def one(self, sql: str, params: Params = ()) -> dict[str, Any] | None:
         return self._connection.execute(self._sql(sql), tuple(params)).fetchone()

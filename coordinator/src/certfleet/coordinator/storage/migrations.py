@@ -22,7 +22,10 @@ _DIALECT = {
 # Any value: it only has to be the same for every coordinator.
 _MIGRATION_LOCK = 7_400_112_001
 
-MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
+Statement = str | dict[str, str]
+"""Portable SQL, or one statement per dialect (a dialect missing from the dict skips it)."""
+
+MIGRATIONS: tuple[tuple[int, str, tuple[Statement, ...]], ...] = (
     (
         1,
         "initial",
@@ -53,11 +56,39 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
                 id TEXT PRIMARY KEY,
                 secret_hash TEXT NOT NULL,
                 name TEXT NOT NULL,
-                role TEXT NOT NULL,
+                user_id TEXT,
+                created_by TEXT NOT NULL,
                 created_at BIGINT NOT NULL,
                 expires_at BIGINT,
                 revoked_at BIGINT,
                 last_used_at BIGINT)""",
+            "CREATE INDEX api_keys_user ON api_keys (user_id)",
+            """CREATE TABLE roles (
+                name TEXT PRIMARY KEY,
+                description TEXT NOT NULL,
+                permissions TEXT NOT NULL,
+                created_by TEXT NOT NULL,
+                created_at BIGINT NOT NULL)""",
+            """CREATE TABLE grants (
+                id TEXT PRIMARY KEY,
+                principal_type TEXT NOT NULL,
+                principal_id TEXT NOT NULL,
+                role TEXT NOT NULL,
+                scope_type TEXT NOT NULL,
+                scope_id TEXT,
+                expires_at BIGINT,
+                created_by TEXT NOT NULL,
+                created_at BIGINT NOT NULL)""",
+            "CREATE INDEX grants_principal ON grants (principal_type, principal_id)",
+            """CREATE TABLE rate_limits (
+                key TEXT PRIMARY KEY,
+                window_start BIGINT NOT NULL,
+                hits INTEGER NOT NULL)""",
+            """CREATE TABLE profiles (
+                id TEXT PRIMARY KEY,
+                name TEXT NOT NULL UNIQUE,
+                issuer_id TEXT NOT NULL REFERENCES issuers(id),
+                created_at BIGINT NOT NULL)""",
             """CREATE TABLE enrollment_tokens (
                 id TEXT PRIMARY KEY,
                 secret_hash TEXT NOT NULL,
@@ -86,6 +117,7 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
                 key_type TEXT NOT NULL,
                 lifetime_seconds BIGINT NOT NULL,
                 agent_id TEXT NOT NULL REFERENCES agents(id),
+                profile_id TEXT NOT NULL REFERENCES profiles(id),
                 target TEXT NOT NULL,
                 status TEXT NOT NULL,
                 last_error TEXT,
@@ -125,12 +157,42 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
                 detail TEXT NOT NULL,
                 created_at BIGINT NOT NULL)""",
             """CREATE TABLE audit_events (
-                id {serial},
-                at BIGINT NOT NULL,
-                actor TEXT NOT NULL,
+                id BIGINT PRIMARY KEY,
+                at_ms BIGINT NOT NULL,
+                actor_type TEXT NOT NULL,
+                actor_id TEXT NOT NULL,
                 action TEXT NOT NULL,
-                subject TEXT NOT NULL,
-                details TEXT NOT NULL)""",
+                resource_type TEXT NOT NULL,
+                resource_id TEXT NOT NULL,
+                outcome TEXT NOT NULL,
+                request_id TEXT NOT NULL,
+                source_address TEXT NOT NULL,
+                body_sha256 TEXT NOT NULL,
+                latency_ms BIGINT NOT NULL,
+                details TEXT NOT NULL,
+                prev_hash TEXT NOT NULL,
+                hash TEXT NOT NULL)""",
+            "CREATE INDEX audit_events_at ON audit_events (at_ms)",
+            "CREATE INDEX audit_events_actor ON audit_events (actor_id)",
+            "CREATE INDEX audit_events_resource ON audit_events (resource_type, resource_id)",
+            # Append-only, enforced by the database itself.
+            {
+                "sqlite": "CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events"
+                          " BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END",
+                "postgresql": "CREATE FUNCTION certfleet_audit_append_only() RETURNS trigger"
+                              " LANGUAGE plpgsql AS $$ BEGIN"
+                              " RAISE EXCEPTION 'audit events are append-only'; END $$",
+            },
+            {
+                "sqlite": "CREATE TRIGGER audit_events_no_delete BEFORE DELETE ON audit_events"
+                          " BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END",
+                "postgresql": "CREATE TRIGGER audit_events_append_only BEFORE UPDATE OR DELETE"
+                              " ON audit_events FOR EACH ROW EXECUTE FUNCTION certfleet_audit_append_only()",
+            },
+            {
+                "postgresql": "CREATE TRIGGER audit_events_no_truncate BEFORE TRUNCATE ON audit_events"
+                              " FOR EACH STATEMENT EXECUTE FUNCTION certfleet_audit_append_only()",
+            },
         ),
     ),
 )
@@ -153,7 +215,11 @@ def _apply_all(tx: Tx, now: int) -> list[str]:
         if version in applied:
             continue
         for statement in statements:
-            tx.execute(statement.format(**_DIALECT[tx.dialect]))
+            if isinstance(statement, dict):
+                if tx.dialect in statement:
+                    tx.execute(statement[tx.dialect])
+            else:
+                tx.execute(statement.format(**_DIALECT[tx.dialect]))
         tx.execute(
             "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
             (version, name, now),

@@ -16,12 +16,15 @@ from .engine import NotFound, Tx
 __all__ = [
     "Agents",
     "ApiKeys",
-    "Audit",
     "BootstrapTokens",
     "Certificates",
     "EnrollmentTokens",
+    "Grants",
     "Issuers",
     "Meta",
+    "Profiles",
+    "RateLimits",
+    "Roles",
     "SigningKeys",
     "WorkOrders",
 ]
@@ -59,6 +62,9 @@ class Issuers:
 
     def get_by_name(self, name: str) -> dict[str, Any]:
         return _required(self.tx.one("SELECT * FROM issuers WHERE name = ?", (name,)), f"issuer {name}")
+
+    def find(self, name_or_id: str) -> dict[str, Any] | None:
+        return self.tx.one("SELECT * FROM issuers WHERE id = ? OR name = ?", (name_or_id, name_or_id))
 
 
 @dataclass
@@ -103,19 +109,148 @@ class BootstrapTokens:
 class ApiKeys:
     tx: Tx
 
-    def insert(self, *, id: str, secret_hash: str, name: str, role: str, now: int,
-               expires_at: int | None = None) -> None:
+    def insert(self, *, id: str, secret_hash: str, name: str, user_id: str | None, created_by: str,
+               now: int, expires_at: int | None = None) -> None:
         self.tx.execute(
-            "INSERT INTO api_keys (id, secret_hash, name, role, created_at, expires_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (id, secret_hash, name, role, now, expires_at),
+            "INSERT INTO api_keys (id, secret_hash, name, user_id, created_by, created_at, expires_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (id, secret_hash, name, user_id, created_by, now, expires_at),
         )
 
     def find(self, id: str) -> dict[str, Any] | None:
         return self.tx.one("SELECT * FROM api_keys WHERE id = ?", (id,))
 
+    def get(self, id: str) -> dict[str, Any]:
+        return _required(self.find(id), f"API key {id}")
+
+    def list(self, user_id: str | None = None, *, key_id: str | None = None) -> list[dict[str, Any]]:
+        if user_id is None and key_id is None:
+            return self.tx.all("SELECT * FROM api_keys ORDER BY created_at, id")
+        return self.tx.all(
+            "SELECT * FROM api_keys WHERE user_id = ? OR id = ? ORDER BY created_at, id", (user_id, key_id))
+
     def touch(self, id: str, now: int) -> None:
-        self.tx.execute("UPDATE api_keys SET last_used_at = ? WHERE id = ?", (now, id))
+        # Once a minute is precise enough, and spares a write on every request.
+        self.tx.execute(
+            "UPDATE api_keys SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)",
+            (now, id, now - 60))
+
+    def set_secret(self, id: str, secret_hash: str) -> None:
+        self.tx.execute("UPDATE api_keys SET secret_hash = ? WHERE id = ?", (secret_hash, id))
+
+    def revoke(self, id: str, now: int) -> None:
+        self.tx.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (now, id))
+
+
+@dataclass
+class Roles:
+    """Custom roles; the built-in ones live in code (:mod:`..rbac`)."""
+
+    tx: Tx
+
+    def insert(self, *, name: str, description: str, permissions: list[str], created_by: str, now: int) -> None:
+        self.tx.execute(
+            "INSERT INTO roles (name, description, permissions, created_by, created_at) VALUES (?, ?, ?, ?, ?)",
+            (name, description, json.dumps(sorted(permissions)), created_by, now))
+
+    def find(self, name: str) -> dict[str, Any] | None:
+        return self.tx.one("SELECT * FROM roles WHERE name = ?", (name,))
+
+    def list(self) -> list[dict[str, Any]]:
+        return self.tx.all("SELECT * FROM roles ORDER BY name")
+
+    def delete(self, name: str) -> None:
+        self.tx.execute("DELETE FROM roles WHERE name = ?", (name,))
+
+
+@dataclass
+class Grants:
+    tx: Tx
+
+    def insert(self, *, id: str, principal_type: str, principal_id: str, role: str, scope_type: str,
+               scope_id: str | None, expires_at: int | None, created_by: str, now: int) -> None:
+        self.tx.execute(
+            "INSERT INTO grants (id, principal_type, principal_id, role, scope_type, scope_id, expires_at,"
+            " created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (id, principal_type, principal_id, role, scope_type, scope_id, expires_at, created_by, now))
+
+    def get(self, id: str) -> dict[str, Any]:
+        return _required(self.tx.one("SELECT * FROM grants WHERE id = ?", (id,)), f"grant {id}")
+
+    def live_for(self, principals: list[tuple[str, str]], now: int) -> list[dict[str, Any]]:
+        """Unexpired grants held by any of ``principals`` (type, id)."""
+        if not principals:
+            return []
+        clause = " OR ".join("(principal_type = ? AND principal_id = ?)" for _ in principals)
+        params = [value for principal in principals for value in principal]
+        return self.tx.all(
+            f"SELECT * FROM grants WHERE ({clause}) AND (expires_at IS NULL OR expires_at > ?)"
+            " ORDER BY created_at, id", (*params, now))
+
+    def list(self) -> list[dict[str, Any]]:
+        return self.tx.all("SELECT * FROM grants ORDER BY created_at, id")
+
+    def count_for_role(self, role: str) -> int:
+        row = self.tx.one("SELECT COUNT(*) AS n FROM grants WHERE role = ?", (role,))
+        return int(row["n"]) if row else 0
+
+    def delete(self, id: str) -> None:
+        self.tx.execute("DELETE FROM grants WHERE id = ?", (id,))
+
+    def delete_for_principal(self, principal_type: str, principal_id: str) -> None:
+        self.tx.execute("DELETE FROM grants WHERE principal_type = ? AND principal_id = ?",
+                        (principal_type, principal_id))
+
+    def live_global_admins(self, now: int) -> list[dict[str, Any]]:
+        """Global admin grants whose holder can still act (key not revoked or expired)."""
+        return self.tx.all(
+            "SELECT g.* FROM grants g LEFT JOIN api_keys k"
+            "  ON g.principal_type = 'api-key' AND k.id = g.principal_id"
+            " WHERE g.role = 'admin' AND g.scope_type = 'global'"
+            "  AND (g.expires_at IS NULL OR g.expires_at > ?)"
+            "  AND (g.principal_type <> 'api-key' OR (k.revoked_at IS NULL"
+            "       AND (k.expires_at IS NULL OR k.expires_at > ?)))",
+            (now, now))
+
+
+@dataclass
+class RateLimits:
+    """Fixed-window counters in the database, shared by every coordinator."""
+
+    tx: Tx
+
+    def hits(self, key: str, window_start: int) -> int:
+        row = self.tx.one("SELECT window_start, hits FROM rate_limits WHERE key = ?", (key,))
+        if row is None or row["window_start"] != window_start:
+            return 0
+        return int(row["hits"])
+
+    def hit(self, key: str, window_start: int) -> None:
+        self.tx.execute(
+            "INSERT INTO rate_limits (key, window_start, hits) VALUES (?, ?, 1)"
+            " ON CONFLICT (key) DO UPDATE SET"
+            "  hits = CASE WHEN rate_limits.window_start = excluded.window_start"
+            "              THEN rate_limits.hits + 1 ELSE 1 END,"
+            "  window_start = excluded.window_start",
+            (key, window_start))
+
+
+@dataclass
+class Profiles:
+    tx: Tx
+
+    def insert(self, *, id: str, name: str, issuer_id: str, now: int) -> None:
+        self.tx.execute("INSERT INTO profiles (id, name, issuer_id, created_at) VALUES (?, ?, ?, ?)",
+                        (id, name, issuer_id, now))
+
+    def find(self, name_or_id: str) -> dict[str, Any] | None:
+        return self.tx.one("SELECT * FROM profiles WHERE id = ? OR name = ?", (name_or_id, name_or_id))
+
+    def get(self, name_or_id: str) -> dict[str, Any]:
+        return _required(self.find(name_or_id), f"profile {name_or_id}")
+
+    def list(self) -> list[dict[str, Any]]:
+        return self.tx.all("SELECT * FROM profiles ORDER BY created_at, id")
 
 
 @dataclass
@@ -193,7 +328,8 @@ class Agents:
 
 
 _CERTIFICATE_VIEW = (
-    "SELECT c.*, v.serial, v.not_before, v.not_after, v.fingerprint_sha256 FROM certificates c"
+    "SELECT c.*, p.issuer_id, v.serial, v.not_before, v.not_after, v.fingerprint_sha256 FROM certificates c"
+    " JOIN profiles p ON p.id = c.profile_id"
     " LEFT JOIN certificate_versions v ON v.serial = ("
     "  SELECT serial FROM certificate_versions WHERE certificate_id = c.id"
     "  ORDER BY created_at DESC, serial LIMIT 1)"
@@ -205,11 +341,11 @@ class Certificates:
     tx: Tx
 
     def insert(self, *, id: str, names: list[str], key_type: str, lifetime_seconds: int,
-               agent_id: str, target: str, now: int) -> None:
+               agent_id: str, profile_id: str, target: str, now: int) -> None:
         self.tx.execute(
-            "INSERT INTO certificates (id, names, key_type, lifetime_seconds, agent_id, target,"
-            " status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
-            (id, json.dumps(names), key_type, lifetime_seconds, agent_id, target, now, now),
+            "INSERT INTO certificates (id, names, key_type, lifetime_seconds, agent_id, profile_id, target,"
+            " status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+            (id, json.dumps(names), key_type, lifetime_seconds, agent_id, profile_id, target, now, now),
         )
 
     def get(self, id: str) -> dict[str, Any]:
@@ -282,19 +418,3 @@ class WorkOrders:
             " completed_at = CASE WHEN ? THEN ? ELSE completed_at END WHERE id = ?",
             (status, detail, terminal, now, id),
         )
-
-
-@dataclass
-class Audit:
-    tx: Tx
-
-    def record(self, *, actor: str, action: str, subject: str, now: int,
-               details: dict[str, Any] | None = None) -> None:
-        """Append an audit row. ``details`` must never hold secrets."""
-        self.tx.execute(
-            "INSERT INTO audit_events (at, actor, action, subject, details) VALUES (?, ?, ?, ?, ?)",
-            (now, actor, action, subject, json.dumps(details or {}, sort_keys=True)),
-        )
-
-    def list(self, limit: int = 1000) -> list[dict[str, Any]]:
-        return self.tx.all("SELECT * FROM audit_events ORDER BY id LIMIT ?", (limit,))

@@ -1,0 +1,119 @@
+"""The audit trail: append-only and hash-chained.
+
+Each event carries the hash of the event before it, and its own hash covers every
+column including its id and that previous hash, so changing, removing or reordering
+any row breaks the chain at that row. The database refuses UPDATE and DELETE on the
+table (triggers on both engines); the chain is what proves nothing was done behind
+the triggers' back. :func:`verify_chain` walks it straight from the database.
+
+Events are appended in the same transaction as the change they record. Appends are
+serialized (SQLite has one writer; PostgreSQL takes a transaction-scoped advisory
+lock), because each needs the hash of the one before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .storage import Database, Tx
+
+__all__ = ["GENESIS", "AuditRecord", "ChainReport", "append", "event_hash", "query", "verify_chain"]
+
+GENESIS = "0" * 64
+_APPEND_LOCK = 7_400_112_002
+_HASHED = ("id", "at_ms", "actor_type", "actor_id", "action", "resource_type", "resource_id", "outcome",
+           "request_id", "source_address", "body_sha256", "latency_ms", "details", "prev_hash")
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One event. ``details`` must never carry secrets: name keys by id, not value."""
+
+    at_ms: int
+    actor_type: str
+    actor_id: str
+    action: str
+    resource_type: str
+    resource_id: str
+    outcome: str = "success"
+    request_id: str = "-"
+    source_address: str = "-"
+    body_sha256: str = "-"
+    latency_ms: int = 0
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def event_hash(row: dict[str, Any]) -> str:
+    canonical = json.dumps([row[name] for name in _HASHED], separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def append(tx: Tx, record: AuditRecord) -> int:
+    """Append ``record`` inside the caller's transaction; returns its id."""
+    if tx.dialect == "postgresql":
+        tx.one("SELECT pg_advisory_xact_lock(?)", (_APPEND_LOCK,))
+    last = tx.one("SELECT id, hash FROM audit_events ORDER BY id DESC LIMIT 1")
+    row = asdict(record)
+    row["details"] = json.dumps(record.details, sort_keys=True, separators=(",", ":"), default=str)
+    row["id"] = (last["id"] + 1) if last else 1
+    row["prev_hash"] = last["hash"] if last else GENESIS
+    row["hash"] = event_hash(row)
+    columns = (*_HASHED, "hash")
+    tx.execute(
+        f"INSERT INTO audit_events ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})",
+        tuple(row[c] for c in columns),
+    )
+    return row["id"]
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    events: int
+    first_bad_id: int | None = None
+    problem: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.first_bad_id is None
+
+
+async def verify_chain(database: Database, *, page: int = 5000) -> ChainReport:
+    """Walk the chain from the first event; stop at the first that does not fit."""
+    expected_prev, expected_id, count = GENESIS, 1, 0
+    while True:
+        rows = await database.transact(lambda tx: tx.all(
+            "SELECT * FROM audit_events WHERE id >= ? ORDER BY id LIMIT ?", (expected_id, page)))
+        for row in rows:
+            if row["id"] != expected_id:
+                return ChainReport(count, row["id"], f"event {row['id']} follows a missing event {expected_id}")
+            if row["prev_hash"] != expected_prev:
+                return ChainReport(count, row["id"], f"event {row['id']} does not point at event {row['id'] - 1}")
+            if event_hash(row) != row["hash"]:
+                return ChainReport(count, row["id"], f"event {row['id']} was changed after it was written")
+            expected_prev, expected_id, count = row["hash"], row["id"] + 1, count + 1
+        if len(rows) < page:
+            return ChainReport(count)
+
+
+def query(tx: Tx, *, after: int = 0, limit: int = 100, since_ms: int | None = None, until_ms: int | None = None,
+          actor_id: str | None = None, action: str | None = None, resource_type: str | None = None,
+          resource_id: str | None = None) -> list[dict[str, Any]]:
+    """Events with ``id > after`` matching every given filter, oldest first."""
+    clauses, params = ["id > ?"], [after]
+    for column, operator, value in (("at_ms", ">=", since_ms), ("at_ms", "<", until_ms),
+                                    ("actor_id", "=", actor_id), ("action", "=", action),
+                                    ("resource_type", "=", resource_type), ("resource_id", "=", resource_id)):
+        if value is not None:
+            clauses.append(f"{column} {operator} ?")
+            params.append(value)
+    return tx.all(f"SELECT * FROM audit_events WHERE {' AND '.join(clauses)} ORDER BY id LIMIT ?",
+                  (*params, limit))
+
+
+def as_wire(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "details": json.loads(row["details"])}
+

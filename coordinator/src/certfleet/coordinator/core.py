@@ -1,0 +1,198 @@
+"""What every group of operations shares: storage, keys, the clock, authentication,
+authorization helpers and the audit append."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from cryptography.hazmat.primitives import serialization
+
+from certfleet.shared import agent_token, jws
+
+from . import audit, credentials, errors, ratelimit
+from .initialize import CoordinatorKeys
+from .principal import Principal, PrincipalKind, RequestMeta
+from .rbac import BUILTIN_ROLES, EffectivePermissions, Scope
+from .storage import Agents, ApiKeys, Database, Grants, Profiles, RateLimits, Roles, Tx
+
+__all__ = ["Call", "CoordinatorBase", "new_id"]
+
+
+@dataclass(frozen=True)
+class Call:
+    principal: Principal
+    body: Any = None
+    params: dict[str, str] = field(default_factory=dict)
+    query: dict[str, Any] = field(default_factory=dict)
+    operation: str = "-"
+    meta: RequestMeta = field(default_factory=RequestMeta)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(12)}"
+
+
+def role_permissions(tx: Tx, role: str) -> frozenset[str] | None:
+    """A role's permissions, built-in or custom; ``None`` if no such role."""
+    if role in BUILTIN_ROLES:
+        return BUILTIN_ROLES[role][1]
+    row = Roles(tx).find(role)
+    return frozenset(json.loads(row["permissions"])) if row else None
+
+
+def effective_permissions(tx: Tx, principals: list[tuple[str, str]], now: int) -> tuple[EffectivePermissions, list[dict[str, Any]]]:
+    grants = Grants(tx).live_for(principals, now)
+    held = []
+    for grant in grants:
+        permissions = role_permissions(tx, grant["role"])
+        if permissions is not None:
+            held.append((permissions, Scope(grant["scope_type"], grant["scope_id"])))
+    return EffectivePermissions.from_grants(held), grants
+
+
+class CoordinatorBase:
+    def __init__(self, database: Database, keys: CoordinatorKeys, *, work_order_ttl: int = 7 * 86400,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.database = database
+        self.keys = keys
+        self.work_order_ttl = work_order_ttl
+        self._clock = clock
+        self._wakeups: dict[str, trio.Event] = {}
+        self._root_pem = keys.root.public_bytes(serialization.Encoding.PEM).decode()
+        self._chain_pem = keys.issuing.certificate_pem.decode()
+
+    def now(self) -> int:
+        return int(self._clock())
+
+    # --- audit ------------------------------------------------------------------------
+
+    def record(self, tx: Tx, call: Call, *, resource_type: str, resource_id: str, action: str | None = None,
+               outcome: str = "success", details: dict[str, Any] | None = None,
+               actor: tuple[str, str] | None = None) -> None:
+        """Append an audit event for ``call`` inside ``tx`` (the change's own transaction).
+
+        ``actor`` names who acted when the caller is anonymous but presented a
+        one-time token (``("enrollment-token", id)``).
+        """
+        actor_type, actor_id = actor or (str(call.principal.kind), call.principal.id)
+        audit.append(tx, audit.AuditRecord(
+            at_ms=int(self._clock() * 1000), actor_type=actor_type, actor_id=actor_id,
+            action=action or call.operation, resource_type=resource_type, resource_id=resource_id,
+            outcome=outcome, request_id=call.meta.request_id, source_address=call.meta.source_address,
+            body_sha256=call.meta.body_sha256,
+            latency_ms=int((time.monotonic() - call.meta.started) * 1000) if call.meta.started else 0,
+            details=details or {}))
+
+    async def record_refusal(self, call: Call, *, count_failure: bool, **fields: Any) -> int:
+        """Audit a refused request; count it if authentication failed.
+
+        Returns the failed authentications from the caller's address in the current
+        rate-limit window.
+        """
+        key = f"auth-failure:{call.meta.source_address}"
+        window = self.now() // ratelimit.WINDOW * ratelimit.WINDOW
+
+        def write(tx: Tx) -> int:
+            limits = RateLimits(tx)
+            if count_failure:
+                limits.hit(key, window)
+            self.record(tx, call, **fields)
+            return limits.hits(key, window)
+
+        return await self.database.transact(write)
+
+    # --- authentication ---------------------------------------------------------------
+
+    async def authenticate_api_key(self, token: str) -> Principal:
+        key_id = credentials.parse(token, credentials.API_KEY)
+        if key_id is None:
+            raise errors.Unauthorized("malformed API key")
+        now = self.now()
+
+        def check(tx: Tx) -> Principal:
+            keys = ApiKeys(tx)
+            row = keys.find(key_id)
+            if (
+                row is None
+                or not credentials.matches(token, row["secret_hash"])
+                or row["revoked_at"] is not None
+                or (row["expires_at"] is not None and row["expires_at"] <= now)
+            ):
+                raise errors.Unauthorized("invalid, revoked or expired API key")
+            keys.touch(key_id, now)
+            principals = [("api-key", key_id)] + ([("user", row["user_id"])] if row["user_id"] else [])
+            permissions, _ = effective_permissions(tx, principals, now)
+            return Principal(PrincipalKind.API_KEY, key_id, row["user_id"], permissions)
+
+        return await self.database.transact(check)
+
+    async def authenticate_agent(self, token: str, method: str, path: str) -> Principal:
+        """Verify an agent request token and consume its ``jti`` (replays are refused)."""
+        now = self.now()
+
+        def check(tx: Tx) -> Principal:
+            agents = Agents(tx)
+            found: dict[str, Any] = {}
+
+            def key_for(kid: str):
+                row = agents.find(kid)
+                if row is None:
+                    return None
+                found.update(row)
+                return jws.public_key_from_raw(row["public_key"])
+
+            try:
+                claims = agent_token.verify_request_token(token, key_for=key_for, method=method, path=path, now=now)
+            except jws.TokenError as exc:
+                raise errors.Unauthorized(f"agent token refused: {exc.detail}", slug="invalid-agent-token") from exc
+            if not agents.use_token_id(found["id"], claims["jti"], int(claims["exp"]), now):
+                raise errors.Unauthorized("agent token was already used", slug="agent-token-replayed")
+            agents.seen(found["id"], now)
+            permissions, _ = effective_permissions(tx, [("agent", found["id"])], now)
+            return Principal(PrincipalKind.AGENT, found["id"], None, permissions)
+
+        return await self.database.transact(check)
+
+    # --- authorization inside a resource ----------------------------------------------
+
+    @staticmethod
+    def require_on_profile(call: Call, permission: str, profile: dict[str, Any], *, hide: bool = False) -> None:
+        """The gate checked ``permission`` somewhere; this checks it covers ``profile``.
+
+        ``hide`` answers 404 instead of 403 where the resource's existence must not leak.
+        """
+        if call.principal.permissions.holds(permission, Scope("profile", profile["id"]),
+                                            issuer_of_profile=profile["issuer_id"]):
+            return
+        if hide:
+            raise errors.NotFound("no such resource")
+        raise errors.Forbidden(f"{permission!r} is not granted on profile {profile['name']!r}",
+                               slug="scope-denied")
+
+    @staticmethod
+    def require_scope(call: Call, permission: str, scope: Scope, issuer_of_profile: str | None = None) -> None:
+        if not call.principal.permissions.holds(permission, scope, issuer_of_profile=issuer_of_profile):
+            raise errors.Forbidden(f"{permission!r} is not held at {scope}", slug="escalation-denied")
+
+    def profile_visible(self, call: Call, permission: str):
+        everything, profiles, issuers = call.principal.permissions.profile_filter(permission)
+        return lambda row: everything or row["profile_id"] in profiles or row["issuer_id"] in issuers
+
+    def resolve_profile(self, tx: Tx, name_or_id: str) -> dict[str, Any]:
+        profile = Profiles(tx).find(name_or_id)
+        if profile is None:
+            raise errors.UnprocessableEntity(f"no profile {name_or_id!r}", slug="unknown-profile")
+        return profile
+
+    # --- wakeups for long polls --------------------------------------------------------
+
+    def wake(self, agent_id: str) -> None:
+        event = self._wakeups.pop(agent_id, None)
+        if event is not None:
+            event.set()

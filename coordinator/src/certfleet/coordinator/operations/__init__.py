@@ -1,0 +1,1 @@
+"""The coordinator's operations, one module per area of the catalogue."""

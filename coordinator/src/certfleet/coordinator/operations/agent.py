@@ -1,0 +1,170 @@
+"""The agent protocol, coordinator side.
+
+Isolation: an agent sees only what is addressed or bound to it. Every lookup is
+filtered by the calling agent's id, and anything else answers 404, so an agent
+cannot even learn whether another agent's order or certificate exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import trio
+from cryptography.hazmat.primitives import serialization
+
+from certfleet.shared import wire
+from certfleet.shared.pki import CsrError, certificate_fingerprint, parse_csr
+from certfleet.shared.workorder import OrderKind
+
+from .. import errors
+from ..core import Call, CoordinatorBase
+from ..storage import Agents, Certificates, Tx, WorkOrders
+from .certificates import certificate_info
+
+__all__ = ["MAX_POLL_WAIT", "AgentOperations"]
+
+MAX_POLL_WAIT = 30
+# A replica other than the one that queued an order learns of it by re-reading the
+# database this often during a long poll.
+POLL_RECHECK = 5.0
+
+
+def _spki_sha256(public_key: Any) -> str:
+    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).hexdigest()
+
+
+class AgentOperations(CoordinatorBase):
+    async def agent_work(self, call: Call) -> wire.WorkBatch:
+        """Long poll: answer at once if orders wait, else when one is queued or ``wait``
+        seconds pass."""
+        agent_id = call.principal.id
+        wait = max(0, min(int(call.query.get("wait") or 0), MAX_POLL_WAIT))
+        deadline = trio.current_time() + wait
+
+        def take(tx: Tx) -> list[dict[str, Any]]:
+            orders = WorkOrders(tx)
+            rows = orders.deliverable(agent_id, self.now())
+            orders.mark_dispatched([row["id"] for row in rows], self.now())
+            return rows
+
+        while True:
+            event = self._wakeups.setdefault(agent_id, trio.Event())
+            rows = await self.database.transact(take)
+            remaining = deadline - trio.current_time()
+            if rows or remaining <= 0:
+                return wire.WorkBatch(orders=[wire.Delivery(id=r["id"], token=r["token"]) for r in rows])
+            with trio.move_on_after(min(remaining, POLL_RECHECK)):
+                await event.wait()
+
+    async def agent_csr(self, call: Call) -> wire.CertificateBundle:
+        agent_id, order_id = call.principal.id, call.params["order_id"]
+        try:
+            parsed = parse_csr(call.body.csr)
+        except CsrError as exc:
+            raise errors.BadRequest(str(exc), slug="invalid-csr") from exc
+        public_key = parsed.csr.public_key()
+        key_sha256 = _spki_sha256(public_key)
+        now = self.now()
+
+        def issue(tx: Tx) -> dict[str, Any]:
+            order = WorkOrders(tx).find_for_agent(order_id, agent_id)
+            if order["kind"] != OrderKind.ISSUE:
+                raise errors.Conflict("this work order does not take a CSR")
+            certificates = Certificates(tx)
+            existing = certificates.version_for_order(order_id)
+            if existing is not None:
+                if existing["public_key_sha256"] != key_sha256:
+                    raise errors.Conflict("a certificate for another key was already issued for this order",
+                                          slug="order-already-issued")
+                return existing
+            if order["status"] not in WorkOrders.ACTIVE or order["expires_at"] <= now:
+                raise errors.Conflict(f"work order is {order['status']}", slug="order-not-active")
+            certificate = certificates.get(order["certificate_id"])
+            if parsed.key_type != certificate["key_type"]:
+                raise errors.UnprocessableEntity(
+                    f"CSR key is {parsed.key_type}, the order asks for {certificate['key_type']}", slug="csr-key-type")
+            expected = set(json.loads(certificate["names"]))
+            if parsed.names != expected:
+                extra, missing = sorted(parsed.names - expected), sorted(expected - parsed.names)
+                raise errors.UnprocessableEntity(
+                    "CSR names do not match the order"
+                    + (f"; not in the order: {', '.join(extra)}" if extra else "")
+                    + (f"; missing: {', '.join(missing)}" if missing else ""),
+                    slug="csr-names")
+            issued = self.keys.issuing.issue(public_key, json.loads(certificate["names"]),
+                                             lifetime_seconds=certificate["lifetime_seconds"], now=now)
+            leaf = issued.certificate
+            certificates.add_version(
+                serial=issued.serial_hex, certificate_id=certificate["id"], order_id=order_id,
+                issuer_id=self.keys.issuing_id, certificate_pem=issued.pem, public_key_sha256=key_sha256,
+                fingerprint_sha256=certificate_fingerprint(leaf),
+                not_before=int(leaf.not_valid_before_utc.timestamp()),
+                not_after=int(leaf.not_valid_after_utc.timestamp()), now=now)
+            certificates.set_status(certificate["id"], "issued", now)
+            WorkOrders(tx).set_status(order_id, "issued", now)
+            self.record(tx, call, resource_type="certificate", resource_id=certificate["id"],
+                        details={"serial": issued.serial_hex, "order_id": order_id,
+                                 "issuer_id": self.keys.issuing_id})
+            return certificates.version_for_order(order_id)  # type: ignore[return-value]
+
+        version = await self.database.transact(issue)
+        return wire.CertificateBundle(certificate=version["certificate_pem"], chain=self._chain_pem,
+                                      serial=version["serial"], not_after=version["not_after"])
+
+    async def agent_result(self, call: Call) -> wire.ResultAck:
+        agent_id, order_id = call.principal.id, call.params["order_id"]
+        body: wire.OrderResult = call.body
+        now = self.now()
+
+        def record(tx: Tx) -> None:
+            orders = WorkOrders(tx)
+            order = orders.find_for_agent(order_id, agent_id)
+            if order["status"] == body.status:
+                return  # the outbox re-sent a result we already have
+            if order["status"] not in WorkOrders.ACTIVE:
+                raise errors.Conflict(f"work order is already {order['status']}", slug="order-complete")
+            orders.set_status(order_id, body.status, now, body.detail)
+            if order["certificate_id"]:
+                succeeded = body.status == "succeeded"
+                Certificates(tx).set_status(order["certificate_id"], "deployed" if succeeded else "failed",
+                                            now, None if succeeded else body.detail)
+            self.record(tx, call, resource_type="work-order", resource_id=order_id,
+                        outcome="success" if body.status == "succeeded" else "failed",
+                        details={"fingerprint_sha256": body.fingerprint_sha256, "detail": body.detail[:512]})
+
+        await self.database.transact(record)
+        return wire.ResultAck(accepted=True)
+
+    async def agent_report(self, call: Call) -> wire.ResultAck:
+        agent_id = call.principal.id
+        body: wire.AgentReport = call.body
+        now = self.now()
+
+        def record(tx: Tx) -> None:
+            Agents(tx).add_event(agent_id=agent_id, event=body.event, order_id=body.order_id,
+                                 reason=body.reason, detail=body.detail, now=now)
+            order = None
+            if body.order_id:
+                order = tx.one("SELECT * FROM work_orders WHERE id = ? AND agent_id = ?", (body.order_id, agent_id))
+            if order is not None and order["status"] in WorkOrders.ACTIVE:
+                detail = f"agent refused the work order ({body.reason}): {body.detail}"
+                WorkOrders(tx).set_status(order["id"], "refused", now, detail)
+                if order["certificate_id"]:
+                    Certificates(tx).set_status(order["certificate_id"], "failed", now, detail)
+            self.record(tx, call, resource_type="work-order", resource_id=body.order_id or "-",
+                        details={"event": body.event, "reason": body.reason})
+
+        await self.database.transact(record)
+        return wire.ResultAck(accepted=True)
+
+    async def agent_certificate(self, call: Call) -> wire.CertificateInfo:
+        def get(tx: Tx) -> dict[str, Any]:
+            row = Certificates(tx).get(call.params["certificate_id"])
+            if row["agent_id"] != call.principal.id:
+                raise errors.NotFound("no such certificate")
+            return row
+
+        return certificate_info(await self.database.transact(get))

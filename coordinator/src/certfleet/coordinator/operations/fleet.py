@@ -1,0 +1,84 @@
+"""Agents: enrollment tokens, enrollment, listing."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from certfleet.shared import jws, wire
+
+from .. import credentials, errors
+from ..core import Call, CoordinatorBase, new_id
+from ..rbac import GLOBAL
+from ..storage import Agents, EnrollmentTokens, Grants, Tx
+
+__all__ = ["FleetOperations"]
+
+
+def _agent_info(row: dict[str, Any]) -> wire.AgentInfo:
+    return wire.AgentInfo(id=row["id"], name=row["name"], created_at=row["created_at"],
+                          last_seen_at=row["last_seen_at"], labels=json.loads(row["labels"]))
+
+
+class FleetOperations(CoordinatorBase):
+    async def agents_enrollment_token_create(self, call: Call) -> wire.EnrollmentTokenInfo:
+        body: wire.EnrollmentTokenCreate = call.body
+        minted = credentials.mint(credentials.ENROLLMENT)
+        now = self.now()
+        expires_at = now + body.ttl_seconds
+
+        def create(tx: Tx) -> None:
+            EnrollmentTokens(tx).insert(id=minted.id, secret_hash=minted.secret_hash, uses=body.uses,
+                                        expires_at=expires_at, labels=body.labels,
+                                        created_by=call.principal.actor, now=now)
+            self.record(tx, call, resource_type="enrollment-token", resource_id=minted.id,
+                        details={"uses": body.uses, "expires_at": expires_at})
+
+        await self.database.transact(create)
+        return wire.EnrollmentTokenInfo(id=minted.id, token=minted.token, uses_left=body.uses,
+                                        expires_at=expires_at, labels=body.labels)
+
+    async def agent_enroll(self, call: Call) -> wire.EnrollResponse:
+        body: wire.EnrollRequest = call.body
+        refused = errors.Unauthorized("invalid, spent or expired enrollment token", slug="invalid-enrollment-token")
+        token_id = credentials.parse(body.token, credentials.ENROLLMENT)
+        if token_id is None:
+            raise refused
+        try:
+            public_key = jws.public_key_from_raw(body.public_key)
+        except jws.TokenError as exc:
+            raise errors.BadRequest(exc.detail) from exc
+        now = self.now()
+        agent_id = new_id("agt")
+
+        def enroll(tx: Tx) -> None:
+            tokens = EnrollmentTokens(tx)
+            row = tokens.find(token_id)
+            if row is None or not credentials.matches(body.token, row["secret_hash"]):
+                raise refused
+            if not tokens.consume(token_id, now):
+                raise refused
+            raw_key = jws.public_key_raw(public_key)
+            if tx.one("SELECT id FROM agents WHERE public_key = ?", (raw_key,)):
+                raise errors.Conflict("this identity key is already enrolled")
+            Agents(tx).insert(id=agent_id, name=body.name, public_key=raw_key, labels=json.loads(row["labels"]),
+                              enrollment_token_id=token_id, now=now)
+            # The agent role is an ordinary grant: visible, and revocable to cut an agent off.
+            Grants(tx).insert(id=new_id("grt"), principal_type="agent", principal_id=agent_id, role="agent",
+                              scope_type=GLOBAL.type, scope_id=None, expires_at=None,
+                              created_by=f"enrollment-token:{token_id}", now=now)
+            self.record(tx, call, resource_type="agent", resource_id=agent_id, details={"name": body.name},
+                        actor=("enrollment-token", token_id))
+
+        await self.database.transact(enroll)
+        key = self.keys.work_order_key.public_key()
+        return wire.EnrollResponse(
+            agent_id=agent_id,
+            work_order_keys=[wire.WorkOrderKey(kid=self.keys.work_order_kid, public_key=jws.public_key_raw(key))],
+        )
+
+    async def agents_list(self, call: Call) -> list[wire.AgentInfo]:
+        return [_agent_info(row) for row in await self.database.transact(lambda tx: Agents(tx).list())]
+
+    async def agents_get(self, call: Call) -> wire.AgentInfo:
+        return _agent_info(await self.database.transact(lambda tx: Agents(tx).get(call.params["agent_id"])))
