@@ -36,3 +36,27 @@ async def enroll_agent(api, running, agent_dir: Path, name: str = "test-agent"):
     await enroll(paths, coordinator=running.url, token=token.token, ca_fingerprint=ca_fingerprint(running),
                  name=name)
     return Agent(paths, poll_wait=0)
+
+
+def tls_context(running):
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(running.ca_path))
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    return context
+
+
+def raw_client(running, **kwargs):
+    """An httpx client for hand-made requests (status codes, headers, bad bodies)."""
+    import httpx
+
+    return httpx.AsyncClient(base_url=running.url, verify=tls_context(running), timeout=30, **kwargs)
+
+
+async def key_with_roles(admin_api, running, *roles: str, name: str = "test key", user: str | None = None):
+    """A new API key holding ``roles`` globally; returns (ApiClient, key info)."""
+    from certfleet.coordinator.client import ApiClient
+    from certfleet.shared import wire
+
+    created = await admin_api.call("auth.keys.create", wire.ApiKeyCreate(name=name, roles=list(roles), user=user))
+    return ApiClient(running.url, api_key=created.token, ca_bundle=running.ca_path), created

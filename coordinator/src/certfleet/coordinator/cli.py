@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--cn", required=True)
     create.add_argument("--san", action="append", default=[])
     create.add_argument("--agent", required=True)
+    create.add_argument("--profile", default="default")
     create.add_argument("--key-type", choices=[k.value for k in KeyType], default=KeyType.EC_P256.value)
     create.add_argument("--lifetime", type=duration, default=90 * 86400)
     create.add_argument("--target-dir", required=True, help="directory for the file target")
@@ -106,6 +108,64 @@ def _parser() -> argparse.ArgumentParser:
     certificates.add_parser("list")
     show = certificates.add_parser("show")
     show.add_argument("certificate_id")
+
+    profiles = commands.add_parser("profiles", help="certificate profiles").add_subparsers(dest="action", required=True)
+    profiles.add_parser("list")
+    profile_create = profiles.add_parser("create")
+    profile_create.add_argument("name")
+    profile_create.add_argument("--issuer", default="issuing")
+
+    keys = commands.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
+    key_create = keys.add_parser("create", help="create a key (the secret is shown once)")
+    key_create.add_argument("name")
+    key_create.add_argument("--role", action="append", default=[], help="role granted globally (repeatable)")
+    key_create.add_argument("--user")
+    key_create.add_argument("--ttl", type=duration, help="expire after this long")
+    key_create.add_argument("--own", action="store_true", help="create it for your own user (cli role)")
+    key_list = keys.add_parser("list")
+    key_list.add_argument("--own", action="store_true")
+    for verb in ("rotate", "revoke"):
+        key_verb = keys.add_parser(verb)
+        key_verb.add_argument("key_id")
+        key_verb.add_argument("--own", action="store_true")
+
+    roles = commands.add_parser("roles", help="roles").add_subparsers(dest="action", required=True)
+    roles.add_parser("list")
+    role_create = roles.add_parser("create", help="a custom role")
+    role_create.add_argument("name")
+    role_create.add_argument("--permission", action="append", required=True)
+    role_create.add_argument("--description", default="")
+    role_delete = roles.add_parser("delete")
+    role_delete.add_argument("name")
+
+    grants = commands.add_parser("grants", help="role grants").add_subparsers(dest="action", required=True)
+    grants.add_parser("list")
+    grant_create = grants.add_parser("create")
+    grant_create.add_argument("principal", help="api-key:ID, user:NAME or agent:ID")
+    grant_create.add_argument("role")
+    grant_create.add_argument("--profile", help="only on this profile")
+    grant_create.add_argument("--issuer", help="only on this issuer")
+    grant_create.add_argument("--ttl", type=duration)
+    grant_revoke = grants.add_parser("revoke")
+    grant_revoke.add_argument("grant_id")
+
+    commands.add_parser("me", help="who am I, with which permissions")
+    permissions = commands.add_parser("permissions", help="the permission catalogue")
+    permissions.add_argument("--markdown", action="store_true",
+                             help="print the reference page (docs/reference/permissions.md) offline")
+
+    audit_cmd = commands.add_parser("audit", help="the audit trail").add_subparsers(dest="action", required=True)
+    verify = audit_cmd.add_parser("verify", help="walk the hash chain straight from the database")
+    verify.add_argument("--data-dir", type=Path, help="the coordinator's data dir (its SQLite database)")
+    verify.add_argument("--database-url", default=os.environ.get("CERTFLEET_DATABASE_URL"))
+    audit_list = audit_cmd.add_parser("list")
+    audit_list.add_argument("--after", type=int, default=0)
+    audit_list.add_argument("--limit", type=int, default=100)
+    audit_list.add_argument("--actor")
+    audit_list.add_argument("--action", dest="audit_action")
+    audit_list.add_argument("--resource-type")
+    audit_list.add_argument("--resource-id")
+    audit_cmd.add_parser("export", help="NDJSON on stdout")
     return parser
 
 
@@ -122,49 +182,141 @@ def _print(args: argparse.Namespace, value: Any, columns: list[str]) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
 
 
-async def _api(args: argparse.Namespace) -> int:
-    needs_key = args.command != "bootstrap"
-    if needs_key and not args.api_key:
-        print("certfleet: set CERTFLEET_API_KEY or pass --api-key", file=sys.stderr)
-        return 2
-    async with ApiClient(args.url, api_key=args.api_key if needs_key else None, ca_bundle=args.ca_bundle) as api:
-        if args.command == "bootstrap":
-            if not args.token:
-                print("certfleet: pass --token or set CERTFLEET_BOOTSTRAP_TOKEN", file=sys.stderr)
-                return 2
-            result = await api.call("auth.bootstrap", wire.BootstrapRequest(token=args.token))
-            if args.json:
-                _print(args, result, [])
-            else:
-                print(f"admin API key (shown once; export it as CERTFLEET_API_KEY):\n{result.api_key}")
-        elif args.command == "agents" and args.action == "enroll-token":
+def _principal(text: str) -> tuple[str, str]:
+    kind, sep, value = text.partition(":")
+    if not sep or kind not in ("api-key", "user", "agent") or not value:
+        raise SystemExit("certfleet: a principal is api-key:ID, user:NAME or agent:ID")
+    return kind, value
+
+
+CERTIFICATE_COLUMNS = ["id", "names", "status", "agent_id", "profile_id", "not_after", "last_error"]
+KEY_COLUMNS = ["id", "name", "user", "expires_at", "revoked_at", "last_used_at"]
+GRANT_COLUMNS = ["id", "principal_type", "principal_id", "role", "scope_type", "scope_id", "expires_at"]
+
+
+async def _run_api(api: ApiClient, args: argparse.Namespace) -> Any:
+    """Run one API command; returns (value, columns) to print, or None if printed."""
+    command, action = args.command, getattr(args, "action", None)
+    now = int(time.time())
+    if command == "agents":
+        if action == "enroll-token":
             result = await api.call("agents.enrollment-token.create", wire.EnrollmentTokenCreate(
                 uses=args.uses, ttl_seconds=args.ttl, labels=dict(args.label)))
-            if args.json:
-                _print(args, result, [])
-            else:
-                print(f"enrollment token (shown once; {result.uses_left} use(s)):\n{result.token}")
-        elif args.command == "agents":
-            if args.action == "list":
-                _print(args, await api.call("agents.list"), ["id", "name", "last_seen_at"])
-            else:
-                _print(args, await api.call("agents.get", agent_id=args.agent_id),
-                       ["id", "name", "created_at", "last_seen_at"])
-        elif args.command == "certificates":
-            columns = ["id", "names", "status", "agent_id", "not_after", "last_error"]
-            if args.action == "create":
-                target = wire.FileTarget(directory=str(Path(args.target_dir).resolve()), mode=args.mode,
-                                         owner=args.owner, group=args.group, reload_command=args.reload_command)
-                body = wire.CertificateCreate(common_name=args.cn, sans=args.san, agent_id=args.agent,
-                                              target=target, key_type=KeyType(args.key_type),
-                                              lifetime_seconds=args.lifetime)
-                _print(args, await api.call("certificates.create", body), columns)
-            elif args.action == "list":
-                _print(args, await api.call("certificates.list"), columns)
-            else:
-                _print(args, await api.call("certificates.get", certificate_id=args.certificate_id),
-                       columns + ["serial", "fingerprint_sha256"])
+            return result, None, f"enrollment token (shown once; {result.uses_left} use(s)):\n{result.token}"
+        if action == "list":
+            return await api.call("agents.list"), ["id", "name", "last_seen_at"], None
+        return await api.call("agents.get", agent_id=args.agent_id), ["id", "name", "created_at", "last_seen_at"], None
+    if command == "certificates":
+        if action == "create":
+            target = wire.FileTarget(directory=str(Path(args.target_dir).resolve()), mode=args.mode,
+                                     owner=args.owner, group=args.group, reload_command=args.reload_command)
+            body = wire.CertificateCreate(common_name=args.cn, sans=args.san, agent_id=args.agent, target=target,
+                                          profile=args.profile, key_type=KeyType(args.key_type),
+                                          lifetime_seconds=args.lifetime)
+            return await api.call("certificates.create", body), CERTIFICATE_COLUMNS, None
+        if action == "list":
+            return await api.call("certificates.list"), CERTIFICATE_COLUMNS, None
+        return (await api.call("certificates.get", certificate_id=args.certificate_id),
+                CERTIFICATE_COLUMNS + ["serial", "fingerprint_sha256"], None)
+    if command == "profiles":
+        if action == "list":
+            return await api.call("profiles.list"), ["id", "name", "issuer_id"], None
+        return (await api.call("profiles.create", wire.ProfileCreate(name=args.name, issuer=args.issuer)),
+                ["id", "name", "issuer_id"], None)
+    if command == "keys":
+        prefix = "auth.own-keys" if args.own else "auth.keys"
+        if action == "create":
+            body = wire.ApiKeyCreate(name=args.name, roles=args.role, user=args.user,
+                                     expires_at=now + args.ttl if args.ttl else None)
+            result = await api.call(f"{prefix}.create", body)
+            return result, None, f"API key {result.id} (shown once):\n{result.token}"
+        if action == "list":
+            return await api.call(f"{prefix}.list"), KEY_COLUMNS, None
+        result = await api.call(f"{prefix}.{action}", key_id=args.key_id)
+        if action == "rotate":
+            return result, None, f"new secret for {result.id} (shown once; the old one no longer works):\n{result.token}"
+        return result, KEY_COLUMNS, None
+    if command == "roles":
+        if action == "list":
+            return await api.call("auth.roles.list"), ["name", "builtin", "permissions"], None
+        if action == "create":
+            body = wire.RoleCreate(name=args.name, permissions=args.permission, description=args.description)
+            return await api.call("auth.roles.create", body), ["name", "permissions"], None
+        return await api.call("auth.roles.delete", role=args.name), ["name", "permissions"], None
+    if command == "grants":
+        if action == "list":
+            return await api.call("auth.grants.list"), GRANT_COLUMNS, None
+        if action == "revoke":
+            return await api.call("auth.grants.revoke", grant_id=args.grant_id), GRANT_COLUMNS, None
+        kind, principal_id = _principal(args.principal)
+        scope_type, scope_id = ("profile", args.profile) if args.profile else (
+            ("issuer", args.issuer) if args.issuer else ("global", None))
+        body = wire.GrantCreate(principal_type=kind, principal_id=principal_id, role=args.role,
+                                scope_type=scope_type, scope_id=scope_id,
+                                expires_at=now + args.ttl if args.ttl else None)
+        return await api.call("auth.grants.create", body), GRANT_COLUMNS, None
+    if command == "me":
+        return await api.call("auth.me"), ["principal_type", "principal_id", "user", "permissions"], None
+    if command == "permissions":
+        return await api.call("auth.permissions"), ["permission", "roles", "operations"], None
+    if command == "audit":
+        if action == "export":
+            sys.stdout.write(await api.call("audit.export"))
+            return None, None, None
+        query = {"after": args.after, "limit": args.limit, "actor_id": args.actor, "action": args.audit_action,
+                 "resource_type": args.resource_type, "resource_id": args.resource_id}
+        page = await api.call("audit.list", query={k: v for k, v in query.items() if v is not None})
+        return page.events, ["id", "at_ms", "actor_type", "actor_id", "action", "resource_type", "resource_id",
+                             "outcome"], None
+    raise SystemExit(f"certfleet: unknown command {command}")
+
+
+async def _api(args: argparse.Namespace) -> int:
+    if args.command == "bootstrap":
+        if not args.token:
+            print("certfleet: pass --token or set CERTFLEET_BOOTSTRAP_TOKEN", file=sys.stderr)
+            return 2
+        async with ApiClient(args.url, api_key=None, ca_bundle=args.ca_bundle) as api:
+            result = await api.call("auth.bootstrap", wire.BootstrapRequest(token=args.token))
+        if args.json:
+            _print(args, result, [])
+        else:
+            print(f"admin API key (shown once; export it as CERTFLEET_API_KEY):\n{result.api_key}")
+        return 0
+    if not args.api_key:
+        print("certfleet: set CERTFLEET_API_KEY or pass --api-key", file=sys.stderr)
+        return 2
+    async with ApiClient(args.url, api_key=args.api_key, ca_bundle=args.ca_bundle) as api:
+        value, columns, message = await _run_api(api, args)
+    if value is None:
+        return 0
+    if message and not args.json:
+        print(message)
+    else:
+        _print(args, value, columns or [])
     return 0
+
+
+async def _audit_verify(args: argparse.Namespace) -> int:
+    from .audit import verify_chain
+    from .settings import default_data_dir
+    from .storage import open_database
+
+    data_dir = (args.data_dir or default_data_dir()).resolve()
+    if not args.database_url and not (data_dir / "certfleet.db").exists():
+        print(f"certfleet: no database in {data_dir}; pass --data-dir or --database-url", file=sys.stderr)
+        return 2
+    database = await trio.to_thread.run_sync(open_database, args.database_url, data_dir)
+    try:
+        report = await verify_chain(database)
+    finally:
+        await database.close()
+    if report.ok:
+        print(f"audit chain OK: {report.events} events")
+        return 0
+    print(f"audit chain BROKEN at event {report.first_bad_id}: {report.problem}"
+          f" ({report.events} events before it verify)")
+    return 1
 
 
 async def _termination_signal() -> None:
@@ -189,6 +341,13 @@ def main(argv: list[str] | None = None) -> int:
             from .demo import run_demo
 
             return trio.run(run_demo, args.data_dir, args.listen, args.once)
+        if args.command == "audit" and args.action == "verify":
+            return trio.run(_audit_verify, args)
+        if args.command == "permissions" and args.markdown:
+            from .rbac import role_table_markdown
+
+            sys.stdout.write(role_table_markdown())
+            return 0
         return trio.run(_api, args)
     except KeyboardInterrupt:
         return 130
