@@ -75,7 +75,7 @@ async def run_coordinator(
         config.graceful_timeout = 5
         async with trio.open_nursery() as nursery:
             binds = await nursery.start(
-                functools.partial(serve, create_app(coordinator), config, shutdown_trigger=shutdown_trigger))
+                functools.partial(serve, create_app(coordinator, cors_origins=settings.cors_origins), config, shutdown_trigger=shutdown_trigger))
             url = binds[0]
             log.info("coordinator listening on %s", url)
             task_status.started(Running(url, settings.tls_dir / "ca.pem", coordinator))

@@ -28,6 +28,8 @@ class Settings:
     bootstrap_token: str | None = field(default=None, repr=False)
     master_key: str | None = field(default=None, repr=False)
     work_order_ttl: int = 7 * 86400
+    cors_origins: tuple[str, ...] = ()
+    """Browser origins allowed to call the API cross-origin; none by default."""
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -36,6 +38,8 @@ class Settings:
             "database_url": os.environ.get("CERTFLEET_DATABASE_URL") or None,
             "bootstrap_token": os.environ.get("CERTFLEET_BOOTSTRAP_TOKEN") or None,
             "master_key": os.environ.get("CERTFLEET_MASTER_KEY") or None,
+            "cors_origins": tuple(o.strip() for o in os.environ.get("CERTFLEET_CORS_ORIGINS", "").split(",")
+                                  if o.strip()),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         values["data_dir"] = Path(values["data_dir"]).resolve()  # type: ignore[arg-type]

@@ -140,12 +140,12 @@ class _PostgresTx:
     def execute(self, sql: str, params: Params = ()) -> int:
         import psycopg.errors
 
-        if not params:
-            return self._connection.execute(sql).rowcount
         # A failed statement aborts a PostgreSQL transaction, so a Conflict ends the
         # unit of work on both engines; callers that expect duplicates write
         # ``ON CONFLICT DO NOTHING`` instead of catching.
         try:
+            if not params:  # no placeholders to translate, and no `%` parsing either
+                return self._connection.execute(sql).rowcount
             return self._connection.execute(self._sql(sql), tuple(params)).rowcount
         except psycopg.errors.UniqueViolation as exc:
             raise Conflict(str(exc).splitlines()[0]) from exc

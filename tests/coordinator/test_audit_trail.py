@@ -1,0 +1,151 @@
+"""The audit trail: what each event records, append-only in the database, and a
+hash chain that `certfleet audit verify` checks straight from the database."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from certfleet.coordinator import storage
+from certfleet.shared import wire
+from certfleet.shared.api import OPERATIONS
+from tests.support import admin_client, enroll_agent, key_with_roles, raw_client
+
+CLI = str(Path(sys.executable).with_name("certfleet"))
+
+
+def _verify(running, database_url) -> subprocess.CompletedProcess:
+    where = ["--database-url", database_url] if database_url else ["--data-dir", str(running.ca_path.parents[1])]
+    return subprocess.run([CLI, "audit", "verify", *where], capture_output=True, text=True, timeout=60)
+
+
+async def _events(running):
+    return await running.coordinator.database.transact(lambda tx: tx.all("SELECT * FROM audit_events ORDER BY id"))
+
+
+async def _tamper(running, sql: str, params=()) -> None:
+    """Write past the append-only triggers, as someone with raw database access could."""
+    database = running.coordinator.database
+
+    def run(tx):
+        if tx.dialect == "sqlite":
+            tx.execute("DROP TRIGGER audit_events_no_update")
+            tx.execute("DROP TRIGGER audit_events_no_delete")
+        else:
+            tx.execute("ALTER TABLE audit_events DISABLE TRIGGER USER")
+        tx.execute(sql, params)
+
+    await database.transact(run)
+
+
+async def _busy(running, tmp_path):
+    admin, _ = await admin_client(running)
+    agent = await enroll_agent(admin, running, tmp_path / "agent")
+    await admin.call("certificates.create", wire.CertificateCreate(
+        common_name="a.example.test", agent_id=agent.config.agent_id,
+        target=wire.FileTarget(directory=str(tmp_path / "t"))))
+    await key_with_roles(admin, running, "viewer")
+    return admin
+
+
+async def test_untouched_chain_verifies(coordinator, tmp_path, database_url):
+    await _busy(coordinator, tmp_path)
+    result = _verify(coordinator, database_url)
+    assert result.returncode == 0, result.stdout + result.stderr
+    count = len(await _events(coordinator))
+    assert f"audit chain OK: {count} events" in result.stdout
+
+
+@pytest.mark.parametrize("change", ["update", "delete"])
+async def test_a_changed_or_deleted_row_is_named(coordinator, tmp_path, database_url, change):
+    await _busy(coordinator, tmp_path)
+    victim = (await _events(coordinator))[2]
+    if change == "update":
+        await _tamper(coordinator, "UPDATE audit_events SET actor_id = ? WHERE id = ?", ("someone-else", victim["id"]))
+        named = victim["id"]
+    else:
+        await _tamper(coordinator, "DELETE FROM audit_events WHERE id = ?", (victim["id"],))
+        named = victim["id"] + 1
+    result = _verify(coordinator, database_url)
+    assert result.returncode == 1
+    assert f"BROKEN at event {named}:" in result.stdout
+
+
+async def test_the_database_refuses_update_and_delete(coordinator, tmp_path):
+    await _busy(coordinator, tmp_path)
+    database = coordinator.coordinator.database
+    for sql in ("UPDATE audit_events SET outcome = 'success' WHERE id = 1", "DELETE FROM audit_events WHERE id = 1"):
+        with pytest.raises(storage.AppendOnly):
+            await database.transact(lambda tx, sql=sql: tx.execute(sql))
+    assert len(await _events(coordinator)) > 1
+
+
+async def test_an_event_records_who_what_where_and_the_body_hash(coordinator, tmp_path):
+    admin, api_key = await admin_client(coordinator)
+    body = json.dumps({"name": "team-x"}).encode()
+    async with raw_client(coordinator) as http:
+        response = await http.post("/api/v1/profiles", content=body, headers={
+            "Authorization": f"Bearer {api_key}", "Content-Type": "application/json", "X-Request-Id": "req-42"})
+    assert response.status_code == 201
+    event = (await _events(coordinator))[-1]
+    assert event["action"] == "profiles.create" and event["outcome"] == "success"
+    assert (event["actor_type"], event["actor_id"]) == ("api-key", api_key.split("_")[1])
+    assert (event["resource_type"], event["resource_id"]) == ("profile", response.json()["id"])
+    assert event["request_id"] == "req-42" and event["source_address"] == "127.0.0.1"
+    assert event["body_sha256"] == hashlib.sha256(body).hexdigest()
+    assert event["latency_ms"] >= 0
+    assert api_key not in json.dumps(event)
+
+
+async def test_refusals_are_audited_without_secrets(coordinator):
+    admin, _ = await admin_client(coordinator)
+    viewer, _ = await key_with_roles(admin, coordinator, "viewer")
+    wrong = "cfk_aaaaaaaaaaaaaaaa_" + "s" * 43
+    async with raw_client(coordinator) as http:
+        assert (await http.get("/api/v1/agents", headers={"Authorization": f"Bearer {wrong}"})).status_code == 401
+    with pytest.raises(Exception):
+        await viewer.call("agents.enrollment-token.create", wire.EnrollmentTokenCreate())
+    events = await _events(coordinator)
+    outcomes = [(e["action"], e["outcome"]) for e in events]
+    assert ("agents.list", "unauthenticated") in outcomes
+    assert ("agents.enrollment-token.create", "denied") in outcomes
+    assert not any(wrong in json.dumps(e) for e in events)
+
+
+async def test_every_successful_mutation_is_audited_under_its_operation_name(coordinator, tmp_path):
+    """Walks a life cycle that calls every mutating operation once and checks each
+    left an event named after it."""
+    from certfleet.shared.pki import KeyType, build_csr, generate_private_key
+
+    admin, _ = await admin_client(coordinator)
+    agent = await enroll_agent(admin, coordinator, tmp_path / "agent")
+    mine, mine_key = await key_with_roles(admin, coordinator, "cli", user="carol")
+    own = await mine.call("auth.own-keys.create", wire.ApiKeyCreate(name="own"))
+    await mine.call("auth.own-keys.rotate", key_id=own.id)
+    await mine.call("auth.own-keys.revoke", key_id=own.id)
+    other = await admin.call("auth.keys.create", wire.ApiKeyCreate(name="other"))
+    await admin.call("auth.keys.rotate", key_id=other.id)
+    await admin.call("auth.keys.revoke", key_id=other.id)
+    await admin.call("auth.roles.create", wire.RoleCreate(name="reader", permissions=["cert.read"]))
+    grant = await admin.call("auth.grants.create", wire.GrantCreate(
+        principal_type="api-key", principal_id=mine_key.id, role="reader"))
+    await admin.call("auth.grants.revoke", grant_id=grant.id)
+    await admin.call("auth.roles.delete", role="reader")
+    await admin.call("profiles.create", wire.ProfileCreate(name="life"))
+    created = await admin.call("certificates.create", wire.CertificateCreate(
+        common_name="life.example.test", agent_id=agent.config.agent_id,
+        target=wire.FileTarget(directory=str(tmp_path / "t"))))
+    order = (await agent.client.call("agent.work", query={"wait": 0})).orders[0]
+    csr = build_csr(generate_private_key(KeyType.EC_P256), created.names).decode()
+    await agent.client.call("agent.csr", wire.CsrSubmission(csr=csr), order_id=order.id)
+    await agent.client.call("agent.result", wire.OrderResult(status="succeeded"), order_id=order.id)
+    await agent.client.call("agent.report", wire.AgentReport(event="work-order-refused", reason="replay"))
+
+    actions = {e["action"] for e in await _events(coordinator) if e["outcome"] == "success"}
+    mutating = {op.name for op in OPERATIONS if op.mutating}
+    assert mutating - actions == set()
