@@ -199,3 +199,27 @@ async def test_failed_authentication_is_rate_limited_per_source(coordinator):
             codes.append(response.status_code)
         assert codes[:20] == [401] * 20 and set(codes[20:]) == {429}
         assert (await http.get("/api/v1/auth/me")).headers.get("Retry-After")
+
+
+async def test_a_grant_to_a_user_reaches_every_key_of_that_user(coordinator):
+    admin, _ = await admin_client(coordinator)
+    first, _ = await key_with_roles(admin, coordinator, user="dana", name="one")
+    second, _ = await key_with_roles(admin, coordinator, user="dana", name="two")
+    assert await _status(first.call("certificates.list")) == (403, "forbidden")
+    grant = await admin.call("auth.grants.create", wire.GrantCreate(principal_type="user", principal_id="dana",
+                                                                     role="viewer"))
+    assert await first.call("certificates.list") == [] and await second.call("certificates.list") == []
+    me = await second.call("auth.me")
+    assert me.user == "dana" and "cert.read" in me.permissions and grant.id in {g.id for g in me.grants}
+    await admin.call("auth.grants.revoke", grant_id=grant.id)
+    assert await _status(second.call("certificates.list")) == (403, "forbidden")
+
+
+async def test_expired_grant_stops_counting(coordinator):
+    admin, _ = await admin_client(coordinator)
+    viewer, key = await key_with_roles(admin, coordinator)
+    await admin.call("auth.grants.create", wire.GrantCreate(principal_type="api-key", principal_id=key.id,
+                                                             role="viewer", expires_at=int(time.time()) + 60))
+    assert await viewer.call("certificates.list") == []
+    coordinator.coordinator._clock = lambda: time.time() + 120
+    assert await _status(viewer.call("certificates.list")) == (403, "forbidden")
