@@ -164,7 +164,8 @@ class Executor:
         """Never deploy a certificate that is not for our key and our names."""
         try:
             leaf = load_certificates(bundle.certificate)[0]
-            load_certificates(bundle.chain)
+            if bundle.chain.strip():  # a leaf straight under a root has no intermediates
+                load_certificates(bundle.chain)
             san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         except (ValueError, IndexError, x509.ExtensionNotFound) as exc:
             return f"the coordinator returned an unusable certificate: {exc}"
@@ -172,6 +173,7 @@ class Executor:
             return "the returned certificate is not for this order's key"
         served = {str(n) for n in san.get_values_for_type(x509.DNSName)}
         served |= {str(n) for n in san.get_values_for_type(x509.IPAddress)}
+        served |= set(san.get_values_for_type(x509.UniformResourceIdentifier))
         if served != set(normalize_names(names)):
             return f"the returned certificate names {sorted(served)}, the order asked for {sorted(names)}"
         return None

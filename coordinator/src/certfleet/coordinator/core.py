@@ -16,12 +16,13 @@ from cryptography.hazmat.primitives import serialization
 from certfleet.shared import agent_token, jws
 
 from . import audit, credentials, errors, ratelimit
+from .ca.registry import Authorities
 from .initialize import CoordinatorKeys
 from .principal import Principal, PrincipalKind, RequestMeta
 from .rbac import BUILTIN_ROLES, EffectivePermissions, Scope
 from .storage import Agents, ApiKeys, Database, Grants, Profiles, RateLimits, Roles, Tx
 
-__all__ = ["Call", "CoordinatorBase", "new_id"]
+__all__ = ["Call", "CoordinatorBase", "RawResponse", "new_id"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,18 @@ class Call:
     query: dict[str, Any] = field(default_factory=dict)
     operation: str = "-"
     meta: RequestMeta = field(default_factory=RequestMeta)
+    headers: dict[str, str] = field(default_factory=dict)
+    """The request headers a handler may need (``if-none-match``), lower-cased."""
+
+
+@dataclass(frozen=True)
+class RawResponse:
+    """A handler's answer that is not a JSON message (DER objects, 304s)."""
+
+    body: bytes
+    content_type: str
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def new_id(prefix: str) -> str:
@@ -65,7 +78,12 @@ class CoordinatorBase:
         self._clock = clock
         self._wakeups: dict[str, trio.Event] = {}
         self._root_pem = keys.root.public_bytes(serialization.Encoding.PEM).decode()
-        self._chain_pem = keys.issuing.certificate_pem.decode()
+        self.authorities = Authorities(keys.master)
+        self.public_url = ""
+        """The HTTPS base URL clients use; set once the server is bound."""
+        self.pki_url: str | None = None
+        """The base URL written into certificates for CRL, OCSP and CA issuers: the
+        plain-HTTP PKI listener when there is one, else :attr:`public_url`."""
 
     def now(self) -> int:
         return int(self._clock())
@@ -189,6 +207,9 @@ class CoordinatorBase:
         if profile is None:
             raise errors.UnprocessableEntity(f"no profile {name_or_id!r}", slug="unknown-profile")
         return profile
+
+    def pki_base(self) -> str:
+        return (self.pki_url or self.public_url).rstrip("/")
 
     # --- wakeups for long polls --------------------------------------------------------
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,7 +28,7 @@ from certfleet.shared.agent_token import AUTH_SCHEME
 from certfleet.shared.api import OPERATIONS, Auth, Operation
 
 from . import errors, storage
-from .core import Call
+from .core import Call, RawResponse
 from .openapi import openapi_document
 from .principal import ANONYMOUS, Principal, RequestMeta
 from .ratelimit import AuthFailureLimiter
@@ -91,12 +92,14 @@ async def _read_body(op: Operation) -> tuple[Any, str]:
     """The decoded body and the SHA-256 of its bytes (for the audit trail)."""
     if op.input is None:
         return None, "-"
-    if request.mimetype != "application/json":
-        raise errors.UnsupportedMediaType("send the request body as application/json")
+    if request.mimetype != op.request_content_type:
+        raise errors.UnsupportedMediaType(f"send the request body as {op.request_content_type}")
     data = await request.get_data(cache=False)
     if len(data) > MAX_BODY_BYTES:
         raise errors.PayloadTooLarge(f"request bodies are limited to {MAX_BODY_BYTES} bytes")
     digest = hashlib.sha256(data).hexdigest()
+    if op.input is bytes:
+        return data, digest
     try:
         return wire.decode(data, op.input), digest
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
@@ -117,6 +120,7 @@ def _decode_query(op: Operation) -> dict[str, Any]:
 
 
 _OUTCOMES = {401: "unauthenticated", 403: "denied"}
+_HANDLER_HEADERS = frozenset({"if-none-match"})
 
 
 def _view(op: Operation, handler: Handler, coordinator: Coordinator, limiter: AuthFailureLimiter):
@@ -134,7 +138,9 @@ def _view(op: Operation, handler: Handler, coordinator: Coordinator, limiter: Au
                 raise errors.Forbidden(f"this operation needs the {op.permission!r} permission")
             body, digest = await _read_body(op)
             call = dataclasses.replace(call, body=body, query=_decode_query(op),
-                                       meta=dataclasses.replace(meta, body_sha256=digest))
+                                       meta=dataclasses.replace(meta, body_sha256=digest),
+                                       headers={k.lower(): v for k, v in request.headers.items()
+                                                if k.lower() in _HANDLER_HEADERS})
             result = await handler(call)
         except storage.NotFound as exc:
             return _problem(errors.NotFound(f"{exc} does not exist"))
@@ -144,6 +150,9 @@ def _view(op: Operation, handler: Handler, coordinator: Coordinator, limiter: Au
             return await _refused(call, _http_problem(exc))
         except errors.CertfleetError as exc:
             return await _refused(call, exc)
+        if isinstance(result, RawResponse):
+            return Response(result.body, status=result.status, content_type=result.content_type,
+                            headers=result.headers)
         if isinstance(result, str):
             return Response(result, status=op.status, content_type=op.content_type)
         if isinstance(result, AsyncIterator):
@@ -166,7 +175,10 @@ def _view(op: Operation, handler: Handler, coordinator: Coordinator, limiter: Au
     return view
 
 
-def create_app(coordinator: Coordinator, *, cors_origins: tuple[str, ...] = ()) -> QuartTrio:
+def create_app(coordinator: Coordinator, *, cors_origins: tuple[str, ...] = (),
+               plain_http: bool = False) -> QuartTrio:
+    """The API application; with ``plain_http`` only the operations relying parties
+    fetch over plain HTTP (CRL, OCSP, CA certificates)."""
     app = QuartTrio(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["BODY_TIMEOUT"] = 30
@@ -178,8 +190,10 @@ def create_app(coordinator: Coordinator, *, cors_origins: tuple[str, ...] = ()) 
         return document
 
     for op in OPERATIONS:
+        if plain_http and not op.plain_http:
+            continue
         handler = openapi if op.name == "openapi" else getattr(coordinator, handler_name(op.name))
-        path = op.path.replace("{", "<").replace("}", ">")
+        path = re.sub(r"\{([a-z_]+):path\}", r"<path:\1>", op.path).replace("{", "<").replace("}", ">")
         app.add_url_rule(path, endpoint=op.name, view_func=_view(op, handler, coordinator, limiter),
                          methods=[op.method], provide_automatic_options=False)
 

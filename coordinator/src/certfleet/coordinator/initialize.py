@@ -25,11 +25,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from certfleet.shared import jws
+from certfleet.shared import jws, wire
 from certfleet.shared.pki import KeyType, generate_private_key, load_private_key, private_key_pem
 
 from . import credentials
-from .ca import CertificateAuthority, create_root
+from .ca.authority import CertificateAuthority, create_root
 from .secretbox import MasterKey, MasterKeyError
 from .settings import Settings
 from .storage import BootstrapTokens, Conflict, Database, Issuers, Meta, Profiles, SigningKeys, Tx, migrate
@@ -56,6 +56,7 @@ class CoordinatorKeys:
     work_order_key: ed25519.Ed25519PrivateKey
     bootstrap_token: str | None
     """Set only on the start that created it and when it was not preset: print it."""
+    master: MasterKey
 
 
 def _seal_pem(master: MasterKey, key: object, context: str) -> str:
@@ -69,17 +70,14 @@ def _create(tx: Tx, master: MasterKey, settings: Settings, now: int) -> str | No
     root = create_root("certfleet root CA", now=now)
     issuing = root.create_subordinate("certfleet issuing CA", now=now)
     issuers = Issuers(tx)
-    for id, name, parent, authority in (
-        ("iss_root", ROOT_NAME, None, root),
-        ("iss_issuing", ISSUING_NAME, "iss_root", issuing),
+    for id, name, kind, parent, authority, chain in (
+        ("iss_root", ROOT_NAME, "root", None, root, ""),
+        ("iss_issuing", ISSUING_NAME, "intermediate", "iss_root", issuing, issuing.certificate_pem.decode()),
     ):
         issuers.insert(
-            id=id,
-            name=name,
-            parent_id=parent,
-            certificate_pem=authority.certificate_pem.decode(),
-            sealed_key=_seal_pem(master, authority.key, f"issuer:{id}"),
-            now=now,
+            id=id, name=name, kind=kind, status="active", parent_id=parent,
+            certificate_pem=authority.certificate_pem.decode(), chain_pem=chain,
+            sealed_key=_seal_pem(master, authority.key, f"issuer:{id}"), now=now,
         )
     order_key = ed25519.Ed25519PrivateKey.generate()
     kid = jws.key_id(order_key.public_key())
@@ -90,7 +88,8 @@ def _create(tx: Tx, master: MasterKey, settings: Settings, now: int) -> str | No
         sealed_key=_seal_pem(master, order_key, f"signing-key:{kid}"),
         now=now,
     )
-    Profiles(tx).insert(id=DEFAULT_PROFILE_ID, name="default", issuer_id="iss_issuing", now=now)
+    Profiles(tx).insert(id=DEFAULT_PROFILE_ID, name="default", issuer_id="iss_issuing",
+                        policy=wire.encode(wire.ProfilePolicy()).decode(), now=now)
     token = settings.bootstrap_token or credentials.mint(credentials.BOOTSTRAP).token
     BootstrapTokens(tx).insert(id="bootstrap", secret_hash=credentials.hash_secret(token), now=now)
     meta.insert("master_key_check", master.seal(_CHECK_PLAINTEXT, context="master-key-check"))
@@ -188,7 +187,7 @@ async def initialize(settings: Settings, database: Database, *, now: int) -> Coo
     except Conflict:
         bootstrap_token = None  # another coordinator initialized the database first
     root, issuing, issuing_id, kid, order_key = await database.transact(lambda tx: _load(tx, master))
-    return CoordinatorKeys(root, issuing, issuing_id, kid, order_key, bootstrap_token)
+    return CoordinatorKeys(root, issuing, issuing_id, kid, order_key, bootstrap_token, master)
 
 
 def announce_bootstrap_token(token: str) -> None:

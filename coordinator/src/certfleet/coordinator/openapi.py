@@ -26,7 +26,7 @@ _PROBLEM = {
 
 
 def openapi_document(version: str) -> dict[str, Any]:
-    typed = [(op, t) for op in OPERATIONS for t in (op.input, op.output) if t not in (None, dict)]
+    typed = [(op, t) for op in OPERATIONS for t in (op.input, op.output) if t not in (None, dict, bytes)]
     schemas, components = msgspec.json.schema_components(
         [t for _, t in typed], ref_template="#/components/schemas/{name}"
     )
@@ -66,12 +66,15 @@ def openapi_document(version: str) -> dict[str, Any]:
         ]
         if parameters:
             entry["parameters"] = parameters
-        if op.input is not None:
+        if op.input is bytes:
+            entry["requestBody"] = {"required": True, "content": {op.request_content_type: {
+                "schema": {"type": "string", "format": "binary"}}}}
+        elif op.input is not None:
             entry["requestBody"] = {
                 "required": True,
                 "content": {"application/json": {"schema": schema_of[id(op.input)]}},
             }
-        paths.setdefault(op.path, {})[op.method.lower()] = entry
+        paths.setdefault(op.path.replace(":path}", "}"), {})[op.method.lower()] = entry
     return {
         "openapi": "3.1.0",
         "info": {"title": "certfleet coordinator API", "version": version},

@@ -35,7 +35,7 @@ _AUDIT = frozenset({"audit.read", "audit.export"})
 # Administration of access and of PKI policy: not day-to-day lifecycle work.
 _ADMINISTRATION = frozenset(
     p for p in ALL_PERMISSIONS
-    if p.startswith(("auth.key.", "auth.role.", "auth.own-key.", "profile.edit", "ca.", "issuer."))
+    if p.startswith(("auth.key.", "auth.role.", "auth.own-key.", "profile.edit", "ca."))
 )
 _OPERATOR = ALL_PERMISSIONS - _AGENT_PROTOCOL - _ADMINISTRATION - {"audit.export"}
 

@@ -46,6 +46,21 @@ class Running:
     coordinator: Coordinator
 
 
+MAINTENANCE_INTERVAL = 1.0
+
+
+async def _maintenance(coordinator: Coordinator) -> None:
+    """Periodic upkeep: CRLs that are due (debounced after revocations, refreshed
+    before they go stale), approvals that expired."""
+    while True:
+        try:
+            await coordinator.refresh_crls()
+            await coordinator.expire_pending_approvals()
+        except Exception:  # keep the loop alive; the next round retries
+            log.exception("maintenance round failed")
+        await trio.sleep(MAINTENANCE_INTERVAL)
+
+
 async def run_coordinator(
     settings: Settings,
     *,
@@ -73,12 +88,29 @@ async def run_coordinator(
         config.accesslog = None
         config.errorlog = logging.getLogger("hypercorn.error")
         config.graceful_timeout = 5
-        async with trio.open_nursery() as nursery:
-            binds = await nursery.start(
-                functools.partial(serve, create_app(coordinator, cors_origins=settings.cors_origins), config, shutdown_trigger=shutdown_trigger))
-            url = binds[0]
-            log.info("coordinator listening on %s", url)
-            task_status.started(Running(url, settings.tls_dir / "ca.pem", coordinator))
+        async with trio.open_nursery() as upkeep:
+            upkeep.start_soon(_maintenance, coordinator)
+            async with trio.open_nursery() as servers:
+                if settings.pki_listen:
+                    pki_config = Config()
+                    pki_config.bind = [settings.pki_listen]
+                    pki_config.accesslog = None
+                    pki_config.errorlog = config.errorlog
+                    pki_config.graceful_timeout = 5
+                    pki_binds = await servers.start(functools.partial(
+                        serve, create_app(coordinator, plain_http=True), pki_config,
+                        shutdown_trigger=shutdown_trigger))
+                    coordinator.pki_url = pki_binds[0]
+                    log.info("PKI endpoints (CRL, OCSP, CA certificates) also on %s", pki_binds[0])
+                binds = await servers.start(functools.partial(
+                    serve, create_app(coordinator, cors_origins=settings.cors_origins), config,
+                    shutdown_trigger=shutdown_trigger))
+                url = binds[0]
+                coordinator.public_url = settings.public_url or url
+                log.info("coordinator listening on %s", url)
+                task_status.started(Running(url, settings.tls_dir / "ca.pem", coordinator))
+            # The servers return only after a graceful shutdown; upkeep stops with them.
+            upkeep.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
             await database.close()

@@ -11,8 +11,11 @@ from __future__ import annotations
 from .core import Call
 from .operations.access import AccessOperations
 from .operations.agent import MAX_POLL_WAIT, AgentOperations
-from .operations.certificates import CertificateOperations
+from .operations.approvals import ApprovalOperations
 from .operations.fleet import FleetOperations
+from .operations.hierarchy import HierarchyOperations
+from .operations.pki import PkiOperations
+from .operations.revocation import RevocationOperations
 from .operations.system import SystemOperations
 
 __all__ = ["MAX_POLL_WAIT", "Call", "Coordinator", "handler_name"]
@@ -22,5 +25,6 @@ def handler_name(operation_name: str) -> str:
     return operation_name.replace(".", "_").replace("-", "_")
 
 
-class Coordinator(AccessOperations, FleetOperations, CertificateOperations, AgentOperations, SystemOperations):
+class Coordinator(AccessOperations, FleetOperations, ApprovalOperations, HierarchyOperations, RevocationOperations,
+                  PkiOperations, AgentOperations, SystemOperations):
     pass

@@ -28,6 +28,10 @@ class Settings:
     bootstrap_token: str | None = field(default=None, repr=False)
     master_key: str | None = field(default=None, repr=False)
     work_order_ttl: int = 7 * 86400
+    public_url: str | None = None
+    """How clients reach this coordinator (behind a load balancer); default: the bound URL."""
+    pki_listen: str | None = None
+    """Optional plain-HTTP listener for CRL, OCSP and CA certificates only."""
     cors_origins: tuple[str, ...] = ()
     """Browser origins allowed to call the API cross-origin; none by default."""
 
@@ -38,6 +42,8 @@ class Settings:
             "database_url": os.environ.get("CERTFLEET_DATABASE_URL") or None,
             "bootstrap_token": os.environ.get("CERTFLEET_BOOTSTRAP_TOKEN") or None,
             "master_key": os.environ.get("CERTFLEET_MASTER_KEY") or None,
+            "public_url": os.environ.get("CERTFLEET_PUBLIC_URL") or None,
+            "pki_listen": os.environ.get("CERTFLEET_PKI_LISTEN") or None,
             "cors_origins": tuple(o.strip() for o in os.environ.get("CERTFLEET_CORS_ORIGINS", "").split(",")
                                   if o.strip()),
         }

@@ -44,28 +44,32 @@ class Operation:
     content_type: str = "application/json"
     destructive: bool = False
     """Removes or revokes something; the ``mcp`` role never holds these."""
+    request_content_type: str = "application/json"
+    """``input=bytes`` takes the raw body in this media type (OCSP requests)."""
+    plain_http: bool = False
+    """Also served on the optional plain-HTTP PKI listener: signed objects relying
+    parties fetch without TLS (RFC 5280 §4.2.1.13 CRLs, RFC 6960 OCSP)."""
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z][a-z-]*(\.[a-z][a-z-]*)+", self.permission):
             raise ValueError(f"{self.name}: permission {self.permission!r} is not namespace.verb")
         if self.method not in {"GET", "POST", "PUT", "PATCH", "DELETE"}:
             raise ValueError(f"{self.name}: unsupported method {self.method}")
-        if self.input is not None and not self.mutating:
+        if self.input is not None and self.method == "GET":
             raise ValueError(f"{self.name}: a GET takes no body")
 
     @property
     def mutating(self) -> bool:
-        return self.method != "GET"
+        """Changes state (and so writes an audit event). OCSP over POST is a query."""
+        return self.method != "GET" and not self.plain_http
 
     @property
     def path_params(self) -> tuple[str, ...]:
-        return tuple(re.findall(r"\{([a-z_]+)\}", self.path))
+        """Parameter names; ``{name:path}`` takes the rest of the path, slashes included."""
+        return tuple(re.findall(r"\{([a-z_]+)(?::path)?\}", self.path))
 
     def url_path(self, **params: str) -> str:
-        path = self.path
-        for name in self.path_params:
-            path = path.replace("{" + name + "}", params[name])
-        return path
+        return re.sub(r"\{([a-z_]+)(?::path)?\}", lambda m: params[m.group(1)], self.path)
 
 
 OPERATIONS: tuple[Operation, ...] = (
@@ -77,6 +81,17 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("pki.ca-bundle", "GET", "/.well-known/certfleet/ca.pem", "pki.ca.read", Auth.PUBLIC,
               "The coordinator's root CA certificate (PEM), to be pinned by fingerprint.",
               content_type="application/pem-certificate-chain"),
+    Operation("pki.ca-certificate", "GET", "/.well-known/pki/ca/{issuer}", "pki.ca.read", Auth.PUBLIC,
+              "An issuer's certificate (DER), the AIA caIssuers target.", content_type="application/pkix-cert",
+              plain_http=True),
+    Operation("pki.crl", "GET", "/.well-known/pki/crl/{issuer}", "pki.crl.read", Auth.PUBLIC,
+              "An issuer's current CRL (DER), with ETag.", content_type="application/pkix-crl", plain_http=True),
+    Operation("pki.ocsp-post", "POST", "/.well-known/pki/ocsp/{issuer}", "pki.ocsp.query", Auth.PUBLIC,
+              "OCSP (RFC 6960) over POST.", input=bytes, request_content_type="application/ocsp-request",
+              content_type="application/ocsp-response", plain_http=True),
+    Operation("pki.ocsp-get", "GET", "/.well-known/pki/ocsp/{issuer}/{request:path}", "pki.ocsp.query",
+              Auth.PUBLIC, "OCSP (RFC 6960 Appendix A.1) over GET, base64 request in the path.",
+              content_type="application/ocsp-response", plain_http=True),
     Operation("auth.bootstrap", "POST", f"{API_BASE}/auth/bootstrap", "auth.bootstrap", Auth.PUBLIC,
               "Exchange the one-time bootstrap token for the first admin API key.",
               input=wire.BootstrapRequest, output=wire.BootstrapResponse, status=201),
@@ -142,12 +157,36 @@ OPERATIONS: tuple[Operation, ...] = (
               "List enrolled agents.", output=list[wire.AgentInfo]),
     Operation("agents.get", "GET", f"{API_BASE}/agents/{{agent_id}}", "agent.read", Auth.API_KEY,
               "Show one agent.", output=wire.AgentInfo),
+    # --- the CA hierarchy ---------------------------------------------------------------
+    Operation("issuers.list", "GET", f"{API_BASE}/issuers", "issuer.read", Auth.API_KEY,
+              "List issuers (local CAs).", output=list[wire.IssuerInfo]),
+    Operation("issuers.get", "GET", f"{API_BASE}/issuers/{{issuer_id}}", "issuer.read", Auth.API_KEY,
+              "Show one issuer with its certificate (or its pending CSR).", output=wire.IssuerInfo),
+    Operation("issuers.create-root", "POST", f"{API_BASE}/issuers/roots", "ca.hierarchy.manage", Auth.API_KEY,
+              "Create a self-signed root CA.", input=wire.RootCreate, output=wire.IssuerInfo, status=201),
+    Operation("issuers.create-intermediate", "POST", f"{API_BASE}/issuers/intermediates", "ca.hierarchy.manage",
+              Auth.API_KEY, "Create an intermediate CA under any CA, with path length and name constraints.",
+              input=wire.IntermediateCreate, output=wire.IssuerInfo, status=201),
+    Operation("issuers.create-external", "POST", f"{API_BASE}/issuers/external", "ca.hierarchy.manage",
+              Auth.API_KEY, "Sub-CA mode: make a key and a CSR for an external root to sign.",
+              input=wire.ExternalSubordinateCreate, output=wire.IssuerInfo, status=201),
+    Operation("issuers.import", "POST", f"{API_BASE}/issuers/{{issuer_id}}/certificate", "ca.hierarchy.manage",
+              Auth.API_KEY, "Import the certificate an external root signed; refused unless it matches the "
+              "key and its chain validates.", input=wire.IssuerCertificateImport, output=wire.IssuerInfo),
+    Operation("issuers.retire", "POST", f"{API_BASE}/issuers/{{issuer_id}}/retire", "ca.hierarchy.manage",
+              Auth.API_KEY, "Stop issuing; keep publishing CRL and OCSP until the last certificate expires.",
+              output=wire.IssuerInfo, destructive=True),
     # --- certificates -----------------------------------------------------------------
     Operation("profiles.list", "GET", f"{API_BASE}/profiles", "profile.read", Auth.API_KEY,
               "List certificate profiles.", output=list[wire.ProfileInfo]),
+    Operation("profiles.get", "GET", f"{API_BASE}/profiles/{{profile_id}}", "profile.read", Auth.API_KEY,
+              "Show one profile and its policy.", output=wire.ProfileInfo),
     Operation("profiles.create", "POST", f"{API_BASE}/profiles", "profile.edit", Auth.API_KEY,
               "Create a certificate profile on an issuer.", input=wire.ProfileCreate,
               output=wire.ProfileInfo, status=201),
+    Operation("profiles.update", "PUT", f"{API_BASE}/profiles/{{profile_id}}", "profile.edit", Auth.API_KEY,
+              "Replace a profile's policy (through the approval queue if the profile requires approval).",
+              input=wire.ProfileUpdate, output=wire.ProfileInfo),
     Operation("certificates.create", "POST", f"{API_BASE}/certificates", "cert.create", Auth.API_KEY,
               "Create a managed certificate bound to an agent and a target; queues an issue order.",
               input=wire.CertificateCreate, output=wire.CertificateInfo, status=201),
@@ -156,6 +195,20 @@ OPERATIONS: tuple[Operation, ...] = (
               output=list[wire.CertificateInfo]),
     Operation("certificates.get", "GET", f"{API_BASE}/certificates/{{certificate_id}}", "cert.read",
               Auth.API_KEY, "Show one managed certificate.", output=wire.CertificateInfo),
+    Operation("certificates.revoke", "POST", f"{API_BASE}/certificates/{{certificate_id}}/revoke", "cert.revoke",
+              Auth.API_KEY, "Revoke every unexpired version of a certificate (RFC 5280 reason code).",
+              input=wire.RevokeRequest, output=wire.RevokeResult, destructive=True),
+    Operation("certificates.revoke-bulk", "POST", f"{API_BASE}/certificates/revoke", "cert.revoke", Auth.API_KEY,
+              "Revoke every certificate matching a filter (issuer, profile, agent, tag); per-item results.",
+              input=wire.BulkRevokeRequest, output=wire.BulkRevokeResult, destructive=True),
+    Operation("approvals.list", "GET", f"{API_BASE}/approvals", "approval.read", Auth.API_KEY,
+              "Requests waiting for (or decided by) a second person.", output=list[wire.ApprovalInfo],
+              query={"status": str}),
+    Operation("approvals.approve", "POST", f"{API_BASE}/approvals/{{approval_id}}/approve", "approval.decide",
+              Auth.API_KEY, "Approve someone else's request.", input=wire.ApprovalDecision,
+              output=wire.ApprovalInfo),
+    Operation("approvals.reject", "POST", f"{API_BASE}/approvals/{{approval_id}}/reject", "approval.decide",
+              Auth.API_KEY, "Reject a request.", input=wire.ApprovalDecision, output=wire.ApprovalInfo),
     # --- the agent protocol -----------------------------------------------------------
     Operation("agent.work", "GET", f"{API_BASE}/agent/work", "agent.work.poll", Auth.AGENT,
               "Long-poll for signed work orders addressed to the calling agent.",

@@ -117,7 +117,11 @@ def normalize_name(name: str) -> str:
     a single leading ``*`` label allowed for wildcards, RFC 6125 §6.4.3). IP addresses
     are returned in their compressed form.
     """
-    if not isinstance(name, str) or not name or len(name) > 253:
+    if not isinstance(name, str) or not name or len(name) > 2048:
+        raise NameError_(f"invalid name {name!r}")
+    if name.startswith("spiffe://"):
+        return _normalize_spiffe(name)
+    if len(name) > 253:
         raise NameError_(f"invalid name {name!r}")
     try:
         return str(ipaddress.ip_address(name))
@@ -131,6 +135,19 @@ def normalize_name(name: str) -> str:
         if not _DNS_LABEL.match(label):
             raise NameError_(f"invalid DNS name {name!r}")
     return lowered
+
+
+_SPIFFE_PATH = re.compile(r"^(/[A-Za-z0-9._-]+)*$")
+
+
+def _normalize_spiffe(name: str) -> str:
+    """A SPIFFE ID (``spiffe://trust-domain/path``), checked as the SPIFFE ID
+    specification §2 asks: lower-case trust domain, no query, fragment or port."""
+    rest = name[len("spiffe://"):]
+    domain, slash, path = rest.partition("/")
+    if not re.fullmatch(r"[a-z0-9._-]{1,255}", domain) or not _SPIFFE_PATH.match(slash + path) or path.endswith("/"):
+        raise NameError_(f"invalid SPIFFE ID {name!r}")
+    return name
 
 
 def normalize_names(names: Iterable[str]) -> tuple[str, ...]:
@@ -148,6 +165,8 @@ def normalize_names(names: Iterable[str]) -> tuple[str, ...]:
 
 
 def _general_name(name: str) -> x509.GeneralName:
+    if name.startswith("spiffe://"):
+        return x509.UniformResourceIdentifier(name)
     try:
         return x509.IPAddress(ipaddress.ip_address(name))
     except ValueError:
@@ -155,12 +174,18 @@ def _general_name(name: str) -> x509.GeneralName:
 
 
 def build_csr(key: PrivateKey, names: Sequence[str]) -> bytes:
-    """A PKCS#10 CSR (RFC 2986) with the first name as CN and every name as a SAN."""
+    """A PKCS#10 CSR (RFC 2986) with the first name as CN and every name as a SAN.
+
+    A SPIFFE ID is never a CN (it does not fit the attribute's 64 characters and is
+    not a host name), so a CSR for SPIFFE IDs only has an empty subject.
+    """
     names = normalize_names(names)
     algorithm = None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+    hosts = [n for n in names if not n.startswith("spiffe://")]
+    subject = [x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])] if hosts and len(hosts[0]) <= 64 else []
     builder = (
         x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+        .subject_name(x509.Name(subject))
         .add_extension(
             x509.SubjectAlternativeName([_general_name(n) for n in names]), critical=False
         )
@@ -212,6 +237,9 @@ def parse_csr(pem: str | bytes, *, max_bytes: int = 64 * 1024) -> ParsedCsr:
             for general_name in san:
                 if isinstance(general_name, x509.DNSName | x509.IPAddress):
                     names.add(normalize_name(str(general_name.value)))
+                elif isinstance(general_name, x509.UniformResourceIdentifier) and general_name.value.startswith(
+                        "spiffe://"):
+                    names.add(normalize_name(general_name.value))
                 else:
                     raise CsrError(
                         f"CSR requests an unsupported name type {type(general_name).__name__}"

@@ -16,6 +16,20 @@ import msgspec
 from .pki import KeyType, NameError_, normalize_names
 
 __all__ = [
+    "RootCreate",
+    "RevokeResult",
+    "RevokeRequest",
+    "ProfileUpdate",
+    "ProfilePolicy",
+    "NameConstraints",
+    "IssuerInfo",
+    "IssuerCertificateImport",
+    "IntermediateCreate",
+    "ExternalSubordinateCreate",
+    "BulkRevokeResult",
+    "BulkRevokeRequest",
+    "ApprovalInfo",
+    "ApprovalDecision",
     "RoleInfo",
     "RoleCreate",
     "ProfileInfo",
@@ -181,6 +195,7 @@ class CertificateCreate(Message):
     agent_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     target: Target
     profile: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "default"
+    tags: Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=64)]], msgspec.Meta(max_length=32)] = []
     sans: Annotated[list[Name], msgspec.Meta(max_length=99)] = []
     key_type: KeyType = KeyType.EC_P256
     lifetime_seconds: Annotated[int, msgspec.Meta(ge=300, le=398 * 86400)] = 90 * 86400
@@ -211,6 +226,8 @@ class CertificateInfo(Message):
     not_after: int | None = None
     fingerprint_sha256: str | None = None
     last_error: str | None = None
+    tags: list[str] = []
+    revoked_at: int | None = None
 
 
 class Delivery(Message):
@@ -344,9 +361,37 @@ class PermissionInfo(Message):
     roles: list[str]
 
 
+EKU = Literal["server-auth", "client-auth", "code-signing", "email-protection"]
+
+
+class ProfilePolicy(Message):
+    """What a profile allows. ``name_patterns`` ``None`` allows any name; otherwise
+    each name must match one: a DNS glob (``*.example.com``: ``*`` is one label,
+    ``**`` any number), ``ip:CIDR``, or a SPIFFE glob (``spiffe://example.org/ns/*``)."""
+
+    key_types: Annotated[list[KeyType], msgspec.Meta(min_length=1)] = msgspec.field(
+        default_factory=lambda: list(KeyType))
+    max_lifetime_seconds: Annotated[int, msgspec.Meta(ge=300, le=398 * 86400)] = 398 * 86400
+    ekus: Annotated[list[EKU], msgspec.Meta(min_length=1)] = msgspec.field(
+        default_factory=lambda: ["server-auth", "client-auth"])
+    name_patterns: Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=512)]],
+                             msgspec.Meta(max_length=256)] | None = None
+    must_staple: bool = False
+    short_lived: bool = False
+    """At most seven days, and no CRL or OCSP pointers in the certificate."""
+    requires_approval: bool = False
+    approval_ttl_seconds: Annotated[int, msgspec.Meta(ge=60, le=30 * 86400)] = 3 * 86400
+
+
 class ProfileCreate(Message):
     name: Identifier
     issuer: Identifier = "issuing"
+    policy: ProfilePolicy = msgspec.field(default_factory=lambda: ProfilePolicy())
+
+
+class ProfileUpdate(Message):
+    policy: ProfilePolicy
+    expected_version: int | None = None
 
 
 class ProfileInfo(Message):
@@ -354,6 +399,118 @@ class ProfileInfo(Message):
     name: str
     issuer_id: str
     created_at: int
+    policy: ProfilePolicy
+    version: int
+    pending_approval: str | None = None
+    """Set when the answer is an edit waiting for a second person's approval."""
+
+
+# --- issuers -------------------------------------------------------------------------
+
+
+class NameConstraints(Message):
+    """RFC 5280 §4.2.1.10 subtrees; IP ranges in CIDR form."""
+
+    permitted_dns: list[Name] = []
+    excluded_dns: list[Name] = []
+    permitted_ip: list[Annotated[str, msgspec.Meta(max_length=64)]] = []
+    excluded_ip: list[Annotated[str, msgspec.Meta(max_length=64)]] = []
+    permitted_email: list[Name] = []
+    excluded_email: list[Name] = []
+
+
+class RootCreate(Message):
+    name: Identifier
+    common_name: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    lifetime_days: Annotated[int, msgspec.Meta(ge=1, le=30 * 365)] = 10 * 365
+    path_length: Annotated[int, msgspec.Meta(ge=0, le=8)] | None = None
+
+
+class IntermediateCreate(Message):
+    name: Identifier
+    parent: Identifier
+    common_name: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    lifetime_days: Annotated[int, msgspec.Meta(ge=1, le=20 * 365)] = 5 * 365
+    path_length: Annotated[int, msgspec.Meta(ge=0, le=8)] | None = 0
+    name_constraints: NameConstraints | None = None
+
+
+class ExternalSubordinateCreate(Message):
+    """Sub-CA mode: certfleet makes the key and a CSR for an external root to sign."""
+
+    name: Identifier
+    common_name: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+
+
+class IssuerCertificateImport(Message):
+    certificate: Annotated[str, msgspec.Meta(min_length=1, max_length=65536)]
+    chain: Annotated[str, msgspec.Meta(min_length=1, max_length=262144)]
+    """The external hierarchy above the certificate: intermediates and the root, PEM."""
+
+
+class IssuerInfo(Message):
+    id: str
+    name: str
+    kind: str
+    status: str
+    created_at: int
+    parent_id: str | None = None
+    subject: str | None = None
+    not_after: int | None = None
+    certificate_pem: str | None = None
+    csr_pem: str | None = None
+
+
+# --- revocation and approvals --------------------------------------------------------
+
+Reason = Literal["unspecified", "key-compromise", "ca-compromise", "affiliation-changed", "superseded",
+                 "cessation-of-operation", "certificate-hold", "privilege-withdrawn", "aa-compromise"]
+
+
+class RevokeRequest(Message):
+    """RFC 5280 §5.3.1 reason codes."""
+
+    reason: Reason = "unspecified"
+
+
+class BulkRevokeRequest(Message):
+    reason: Reason = "unspecified"
+    issuer: Identifier | None = None
+    profile: Identifier | None = None
+    agent: Identifier | None = None
+    tag: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+
+    def validate(self) -> None:
+        if not (self.issuer or self.profile or self.agent or self.tag):
+            raise msgspec.ValidationError("name at least one filter: issuer, profile, agent or tag")
+
+
+class RevokeResult(Message):
+    certificate_id: str
+    status: Literal["revoked", "already-revoked", "nothing-to-revoke", "refused"]
+    serials: list[str] = []
+    detail: str = ""
+
+
+class BulkRevokeResult(Message):
+    results: list[RevokeResult]
+
+
+class ApprovalInfo(Message):
+    id: str
+    kind: str
+    subject_id: str
+    profile_id: str
+    status: str
+    requested_by: str
+    created_at: int
+    expires_at: int
+    decided_by: str | None = None
+    decision_note: str | None = None
+
+
+class ApprovalDecision(Message):
+    note: Annotated[str, msgspec.Meta(max_length=1024)] = ""
 
 
 class AuditEvent(Message):

@@ -20,7 +20,7 @@ from certfleet.shared.workorder import OrderKind
 
 from .. import errors
 from ..core import Call, CoordinatorBase
-from ..storage import Agents, Certificates, Tx, WorkOrders
+from ..storage import Agents, Certificates, Issuers, Tx, WorkOrders
 from .certificates import certificate_info
 
 __all__ = ["MAX_POLL_WAIT", "AgentOperations"]
@@ -83,6 +83,8 @@ class AgentOperations(CoordinatorBase):
             if order["status"] not in WorkOrders.ACTIVE or order["expires_at"] <= now:
                 raise errors.Conflict(f"work order is {order['status']}", slug="order-not-active")
             certificate = certificates.get(order["certificate_id"])
+            if certificate["status"] == "revoked":
+                raise errors.Conflict("the certificate was revoked", slug="certificate-revoked")
             if parsed.key_type != certificate["key_type"]:
                 raise errors.UnprocessableEntity(
                     f"CSR key is {parsed.key_type}, the order asks for {certificate['key_type']}", slug="csr-key-type")
@@ -94,24 +96,26 @@ class AgentOperations(CoordinatorBase):
                     + (f"; not in the order: {', '.join(extra)}" if extra else "")
                     + (f"; missing: {', '.join(missing)}" if missing else ""),
                     slug="csr-names")
-            issued = self.keys.issuing.issue(public_key, json.loads(certificate["names"]),
-                                             lifetime_seconds=certificate["lifetime_seconds"], now=now)
+            issued, issuer = self.issue_under_profile(tx, certificate, public_key, parsed.key_type)
             leaf = issued.certificate
             certificates.add_version(
                 serial=issued.serial_hex, certificate_id=certificate["id"], order_id=order_id,
-                issuer_id=self.keys.issuing_id, certificate_pem=issued.pem, public_key_sha256=key_sha256,
+                issuer_id=issuer["id"], certificate_pem=issued.pem, public_key_sha256=key_sha256,
                 fingerprint_sha256=certificate_fingerprint(leaf),
                 not_before=int(leaf.not_valid_before_utc.timestamp()),
                 not_after=int(leaf.not_valid_after_utc.timestamp()), now=now)
             certificates.set_status(certificate["id"], "issued", now)
             WorkOrders(tx).set_status(order_id, "issued", now)
             self.record(tx, call, resource_type="certificate", resource_id=certificate["id"],
-                        details={"serial": issued.serial_hex, "order_id": order_id,
-                                 "issuer_id": self.keys.issuing_id})
+                        details={"serial": issued.serial_hex, "order_id": order_id, "issuer_id": issuer["id"]})
             return certificates.version_for_order(order_id)  # type: ignore[return-value]
 
-        version = await self.database.transact(issue)
-        return wire.CertificateBundle(certificate=version["certificate_pem"], chain=self._chain_pem,
+        def issue_with_chain(tx: Tx) -> tuple[dict[str, Any], str]:
+            version = issue(tx)
+            return version, Issuers(tx).get(version["issuer_id"])["chain_pem"]
+
+        version, chain = await self.database.transact(issue_with_chain)
+        return wire.CertificateBundle(certificate=version["certificate_pem"], chain=chain,
                                       serial=version["serial"], not_after=version["not_after"])
 
     async def agent_result(self, call: Call) -> wire.ResultAck:

@@ -1,4 +1,4 @@
-"""Profiles and managed certificates, as operators see them."""
+"""Profiles and managed certificates, and issuance under a profile's policy."""
 
 from __future__ import annotations
 
@@ -8,85 +8,178 @@ from typing import Any
 import msgspec
 
 from certfleet.shared import wire
+from certfleet.shared.pki import KeyType
 from certfleet.shared.workorder import OrderKind, sign_work_order
 
 from .. import errors
+from ..ca.authority import IssuedCertificate, LeafOptions
+from ..ca.constraints import ConstraintViolation, check_name_constraints
+from ..ca.policy import PolicyViolation, check_issuance, validate_patterns
 from ..core import Call, CoordinatorBase, new_id
 from ..rbac import Scope
-from ..storage import Agents, Certificates, Profiles, Tx, WorkOrders
+from ..storage import Agents, Approvals, Certificates, Issuers, Profiles, Tx, WorkOrders
 
-__all__ = ["CertificateOperations", "certificate_info"]
+__all__ = ["CertificateOperations", "certificate_info", "profile_info", "profile_policy"]
 
 
 def certificate_info(row: dict[str, Any]) -> wire.CertificateInfo:
     return wire.CertificateInfo(
         id=row["id"], names=json.loads(row["names"]), key_type=row["key_type"],
-        lifetime_seconds=row["lifetime_seconds"], agent_id=row["agent_id"],
+        lifetime_seconds=row["lifetime_seconds"], agent_id=row["agent_id"], profile_id=row["profile_id"],
         target=msgspec.json.decode(row["target"], type=wire.FileTarget), status=row["status"],
-        created_at=row["created_at"], profile_id=row["profile_id"], serial=row["serial"],
-        not_before=row["not_before"], not_after=row["not_after"],
-        fingerprint_sha256=row["fingerprint_sha256"], last_error=row["last_error"],
+        created_at=row["created_at"], serial=row["serial"], not_before=row["not_before"],
+        not_after=row["not_after"], fingerprint_sha256=row["fingerprint_sha256"], last_error=row["last_error"],
+        tags=json.loads(row["tags"]), revoked_at=row.get("revoked_at"),
     )
 
 
-def _profile_info(row: dict[str, Any]) -> wire.ProfileInfo:
-    return wire.ProfileInfo(id=row["id"], name=row["name"], issuer_id=row["issuer_id"], created_at=row["created_at"])
+def profile_policy(row: dict[str, Any]) -> wire.ProfilePolicy:
+    return msgspec.json.decode(row["policy"], type=wire.ProfilePolicy)
+
+
+def profile_info(row: dict[str, Any], pending_approval: str | None = None) -> wire.ProfileInfo:
+    return wire.ProfileInfo(id=row["id"], name=row["name"], issuer_id=row["issuer_id"], created_at=row["created_at"],
+                            policy=profile_policy(row), version=row["version"], pending_approval=pending_approval)
+
+
+def _check_policy(policy: wire.ProfilePolicy, *, key_type: KeyType, names: list[str], lifetime: int) -> None:
+    try:
+        check_issuance(policy, key_type=key_type, names=names, lifetime_seconds=lifetime)
+    except PolicyViolation as exc:
+        raise errors.UnprocessableEntity(exc.detail, slug="policy-violation", rule=exc.rule, value=str(exc.value)) \
+            from exc
+
+
+def _validated_policy(policy: wire.ProfilePolicy) -> wire.ProfilePolicy:
+    try:
+        validate_patterns(policy.name_patterns or ())
+    except ValueError as exc:
+        raise errors.UnprocessableEntity(str(exc), slug="invalid-policy") from exc
+    return policy
 
 
 class CertificateOperations(CoordinatorBase):
+    # --- profiles -----------------------------------------------------------------------
+
     async def profiles_list(self, call: Call) -> list[wire.ProfileInfo]:
         rows = await self.database.transact(lambda tx: Profiles(tx).list())
         visible = self.profile_visible(call, "profile.read")
-        return [_profile_info(r) for r in rows if visible({**r, "profile_id": r["id"]})]
+        return [profile_info(r) for r in rows if visible({**r, "profile_id": r["id"]})]
+
+    async def profiles_get(self, call: Call) -> wire.ProfileInfo:
+        def get(tx: Tx) -> dict[str, Any]:
+            row = Profiles(tx).get(call.params["profile_id"])
+            self.require_on_profile(call, "profile.read", row, hide=True)
+            return row
+
+        return profile_info(await self.database.transact(get))
 
     async def profiles_create(self, call: Call) -> wire.ProfileInfo:
         body: wire.ProfileCreate = call.body
+        policy = _validated_policy(body.policy)
 
         def create(tx: Tx) -> dict[str, Any]:
-            issuer = tx.one("SELECT id FROM issuers WHERE id = ? OR name = ?", (body.issuer, body.issuer))
-            if issuer is None:
-                raise errors.UnprocessableEntity(f"no issuer {body.issuer!r}", slug="unknown-issuer")
+            issuer = Issuers(tx).find(body.issuer)
+            if issuer is None or issuer["status"] != "active":
+                raise errors.UnprocessableEntity(f"no active issuer {body.issuer!r}", slug="unknown-issuer")
             self.require_scope(call, "profile.edit", Scope("issuer", issuer["id"]))
             profiles = Profiles(tx)
             if profiles.find(body.name) is not None:
                 raise errors.Conflict(f"profile {body.name!r} exists")
             profile_id = new_id("prf")
-            profiles.insert(id=profile_id, name=body.name, issuer_id=issuer["id"], now=self.now())
+            profiles.insert(id=profile_id, name=body.name, issuer_id=issuer["id"],
+                            policy=wire.encode(policy).decode(), now=self.now())
             self.record(tx, call, resource_type="profile", resource_id=profile_id,
                         details={"name": body.name, "issuer_id": issuer["id"]})
             return profiles.get(profile_id)
 
-        return _profile_info(await self.database.transact(create))
+        return profile_info(await self.database.transact(create))
+
+    async def profiles_update(self, call: Call) -> wire.ProfileInfo:
+        body: wire.ProfileUpdate = call.body
+        policy = _validated_policy(body.policy)
+
+        def update(tx: Tx) -> tuple[dict[str, Any], str | None]:
+            profiles = Profiles(tx)
+            row = profiles.get(call.params["profile_id"])
+            self.require_on_profile(call, "profile.edit", row)
+            expected = body.expected_version if body.expected_version is not None else row["version"]
+            if profile_policy(row).requires_approval:
+                # An approval-tier profile's own rules change only with a second person.
+                approval_id = self.request_approval(
+                    tx, call, kind="profile-edit", subject_id=row["id"], profile=row,
+                    payload={"policy": msgspec.to_builtins(policy), "expected_version": expected})
+                return row, approval_id
+            self.apply_profile_policy(tx, call, row, policy, expected)
+            return profiles.get(row["id"]), None
+
+        row, approval_id = await self.database.transact(update)
+        return profile_info(row, approval_id)
+
+    def apply_profile_policy(self, tx: Tx, call: Call, row: dict[str, Any], policy: wire.ProfilePolicy,
+                             expected_version: int) -> None:
+        Profiles(tx).update_policy(row["id"], wire.encode(policy).decode(), expected_version=expected_version,
+                                   now=self.now())
+        self.record(tx, call, action="profiles.update", resource_type="profile", resource_id=row["id"],
+                    details={"version": expected_version + 1})
+
+    # --- approvals (the queue itself lives in operations.approvals) ---------------------
+
+    def request_approval(self, tx: Tx, call: Call, *, kind: str, subject_id: str, profile: dict[str, Any],
+                         payload: dict[str, Any]) -> str:
+        approval_id = new_id("apr")
+        Approvals(tx).insert(id=approval_id, kind=kind, subject_id=subject_id, profile_id=profile["id"],
+                             payload=json.dumps(payload), requested_by=call.principal.actor,
+                             requester=call.principal.user or call.principal.actor, now=self.now(),
+                             expires_at=self.now() + profile_policy(profile).approval_ttl_seconds)
+        self.record(tx, call, action="approval.request", resource_type="approval", resource_id=approval_id,
+                    details={"kind": kind, "subject_id": subject_id})
+        return approval_id
+
+    # --- certificates ---------------------------------------------------------------------
+
+    def queue_issue(self, tx: Tx, call: Call, certificate: dict[str, Any]) -> str:
+        """Sign and queue the ``issue`` order for a certificate; the one place orders
+        for issuance are made, whoever asks (operator, approval, renewal)."""
+        order_id = new_id("ord")
+        target = msgspec.json.decode(certificate["target"], type=wire.FileTarget)
+        token = sign_work_order(
+            key=self.keys.work_order_key, order_id=order_id, agent_id=certificate["agent_id"], kind=OrderKind.ISSUE,
+            payload=wire.IssueOrder(certificate_id=certificate["id"], names=json.loads(certificate["names"]),
+                                    key_type=certificate["key_type"], target=target),
+            now=self.now(), ttl=self.work_order_ttl)
+        WorkOrders(tx).insert(id=order_id, agent_id=certificate["agent_id"], certificate_id=certificate["id"],
+                              kind=str(OrderKind.ISSUE), token=token, expires_at=self.now() + self.work_order_ttl,
+                              now=self.now())
+        Certificates(tx).set_status(certificate["id"], "pending", self.now())
+        self.record(tx, call, action="work-order.queue", resource_type="work-order", resource_id=order_id,
+                    details={"kind": "issue", "certificate_id": certificate["id"]})
+        return order_id
 
     async def certificates_create(self, call: Call) -> wire.CertificateInfo:
         body: wire.CertificateCreate = call.body
         names = list(body.names())
-        now = self.now()
         certificate_id = new_id("crt")
-        order_id = new_id("ord")
-        token = sign_work_order(
-            key=self.keys.work_order_key, order_id=order_id, agent_id=body.agent_id, kind=OrderKind.ISSUE,
-            payload=wire.IssueOrder(certificate_id=certificate_id, names=names, key_type=body.key_type,
-                                    target=body.target),
-            now=now, ttl=self.work_order_ttl,
-        )
 
         def create(tx: Tx) -> dict[str, Any]:
             profile = self.resolve_profile(tx, body.profile)
             self.require_on_profile(call, "cert.create", profile)
+            policy = profile_policy(profile)
+            _check_policy(policy, key_type=body.key_type, names=names, lifetime=body.lifetime_seconds)
             if Agents(tx).find(body.agent_id) is None:
                 raise errors.UnprocessableEntity(f"no agent {body.agent_id!r}", slug="unknown-agent")
             certificates = Certificates(tx)
             certificates.insert(id=certificate_id, names=names, key_type=str(body.key_type),
                                 lifetime_seconds=body.lifetime_seconds, agent_id=body.agent_id,
-                                profile_id=profile["id"], target=wire.encode(body.target).decode(), now=now)
-            WorkOrders(tx).insert(id=order_id, agent_id=body.agent_id, certificate_id=certificate_id,
-                                  kind=str(OrderKind.ISSUE), token=token, expires_at=now + self.work_order_ttl,
-                                  now=now)
+                                profile_id=profile["id"], target=wire.encode(body.target).decode(), now=self.now(),
+                                tags=body.tags, status="awaiting-approval" if policy.requires_approval else "pending")
             self.record(tx, call, resource_type="certificate", resource_id=certificate_id,
                         details={"names": names, "agent_id": body.agent_id, "profile_id": profile["id"]})
-            self.record(tx, call, action="work-order.queue", resource_type="work-order", resource_id=order_id,
-                        details={"kind": "issue", "certificate_id": certificate_id})
+            if policy.requires_approval:
+                self.request_approval(tx, call, kind="issuance", subject_id=certificate_id, profile=profile,
+                                      payload={})
+            else:
+                self.queue_issue(tx, call, certificates.get(certificate_id))
             return certificates.get(certificate_id)
 
         row = await self.database.transact(create)
@@ -105,3 +198,33 @@ class CertificateOperations(CoordinatorBase):
             return row
 
         return certificate_info(await self.database.transact(get))
+
+    # --- issuance ---------------------------------------------------------------------------
+
+    def issue_under_profile(self, tx: Tx, certificate: dict[str, Any], public_key: Any,
+                            key_type: KeyType) -> tuple[IssuedCertificate, dict[str, Any]]:
+        """Check the request against the profile (as it is now) and the issuer's name
+        constraints, then sign. Returns the certificate and the issuer row."""
+        profile = Profiles(tx).get(certificate["profile_id"])
+        policy = profile_policy(profile)
+        names = json.loads(certificate["names"])
+        _check_policy(policy, key_type=key_type, names=names, lifetime=certificate["lifetime_seconds"])
+        issuer = Issuers(tx).get(profile["issuer_id"])
+        if issuer["status"] != "active":
+            raise errors.Conflict(f"issuer {issuer['name']} is {issuer['status']} and no longer issues",
+                                  slug="issuer-not-active")
+        try:
+            check_name_constraints(names, self.authorities.chain(issuer))
+        except ConstraintViolation as exc:
+            raise errors.UnprocessableEntity(str(exc), slug="name-constraints", rule="name_constraints") from exc
+        base = self.pki_base()
+        revocable = not policy.short_lived
+        options = LeafOptions(
+            ekus=tuple(policy.ekus), must_staple=policy.must_staple,
+            crl_url=f"{base}/.well-known/pki/crl/{issuer['id']}" if revocable else None,
+            ocsp_url=f"{base}/.well-known/pki/ocsp/{issuer['id']}" if revocable else None,
+            ca_issuers_url=f"{base}/.well-known/pki/ca/{issuer['id']}")
+        issued = self.authorities.authority(issuer).issue(public_key, names,
+                                                          lifetime_seconds=certificate["lifetime_seconds"],
+                                                          now=self.now(), options=options)
+        return issued, issuer

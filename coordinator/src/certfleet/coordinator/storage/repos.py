@@ -11,17 +11,20 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .engine import NotFound, Tx
+from .engine import Conflict, NotFound, Tx
 
 __all__ = [
     "Agents",
     "ApiKeys",
     "BootstrapTokens",
+    "Approvals",
     "Certificates",
+    "Crls",
     "EnrollmentTokens",
     "Grants",
     "Issuers",
     "Meta",
+    "Ocsp",
     "Profiles",
     "RateLimits",
     "Roles",
@@ -52,12 +55,13 @@ class Meta:
 class Issuers:
     tx: Tx
 
-    def insert(self, *, id: str, name: str, parent_id: str | None, certificate_pem: str,
-               sealed_key: str, now: int) -> None:
+    def insert(self, *, id: str, name: str, kind: str, status: str, parent_id: str | None,
+               certificate_pem: str | None, chain_pem: str, sealed_key: str, now: int,
+               csr_pem: str | None = None) -> None:
         self.tx.execute(
-            "INSERT INTO issuers (id, name, parent_id, certificate_pem, sealed_key, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (id, name, parent_id, certificate_pem, sealed_key, now),
+            "INSERT INTO issuers (id, name, kind, status, parent_id, certificate_pem, chain_pem, csr_pem,"
+            " sealed_key, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (id, name, kind, status, parent_id, certificate_pem, chain_pem, csr_pem, sealed_key, now),
         )
 
     def get_by_name(self, name: str) -> dict[str, Any]:
@@ -65,6 +69,78 @@ class Issuers:
 
     def find(self, name_or_id: str) -> dict[str, Any] | None:
         return self.tx.one("SELECT * FROM issuers WHERE id = ? OR name = ?", (name_or_id, name_or_id))
+
+    def get(self, name_or_id: str) -> dict[str, Any]:
+        return _required(self.find(name_or_id), f"issuer {name_or_id}")
+
+    def list(self) -> list[dict[str, Any]]:
+        return self.tx.all("SELECT * FROM issuers ORDER BY created_at, id")
+
+    def activate(self, id: str, *, certificate_pem: str, chain_pem: str) -> None:
+        self.tx.execute("UPDATE issuers SET certificate_pem = ?, chain_pem = ?, csr_pem = NULL, status = 'active'"
+                        " WHERE id = ?", (certificate_pem, chain_pem, id))
+
+    def set_status(self, id: str, status: str, now: int) -> None:
+        self.tx.execute("UPDATE issuers SET status = ?, retired_at = CASE WHEN ? = 'retired' THEN ? ELSE retired_at"
+                        " END WHERE id = ?", (status, status, now, id))
+
+    def mark_crl_dirty(self, id: str, now: int) -> None:
+        """Ask for a CRL rebuild; the first unserved request's time is kept (debounce)."""
+        self.tx.execute("UPDATE issuers SET crl_dirty_since = COALESCE(crl_dirty_since, ?) WHERE id = ?", (now, id))
+
+    def crl_due(self, *, dirty_before: int, stale_before: int) -> list[dict[str, Any]]:
+        """Issuers whose CRL is dirty long enough, stale, or missing."""
+        return self.tx.all(
+            "SELECT i.* FROM issuers i LEFT JOIN crls c ON c.issuer_id = i.id"
+            " WHERE i.status IN ('active', 'retiring') AND i.certificate_pem IS NOT NULL"
+            "  AND (c.issuer_id IS NULL OR i.crl_dirty_since <= ? OR c.this_update <= ?)",
+            (dirty_before, stale_before))
+
+    def take_crl_number(self, id: str) -> int:
+        """The next CRL number (RFC 5280 §5.2.3: monotonically increasing); clears the dirty mark."""
+        self.tx.execute("UPDATE issuers SET crl_number = crl_number + 1, crl_dirty_since = NULL WHERE id = ?", (id,))
+        return int(_required(self.tx.one("SELECT crl_number FROM issuers WHERE id = ?", (id,)), id)["crl_number"])
+
+
+@dataclass
+class Crls:
+    tx: Tx
+
+    def put(self, *, issuer_id: str, number: int, der: str, this_update: int, next_update: int, etag: str) -> None:
+        self.tx.execute("DELETE FROM crls WHERE issuer_id = ?", (issuer_id,))
+        self.tx.execute(
+            "INSERT INTO crls (issuer_id, number, der, this_update, next_update, etag) VALUES (?, ?, ?, ?, ?, ?)",
+            (issuer_id, number, der, this_update, next_update, etag))
+
+    def get(self, issuer_id: str) -> dict[str, Any] | None:
+        return self.tx.one("SELECT * FROM crls WHERE issuer_id = ?", (issuer_id,))
+
+
+@dataclass
+class Ocsp:
+    """Delegated responder certificates and pre-signed responses."""
+
+    tx: Tx
+
+    def responder(self, issuer_id: str) -> dict[str, Any] | None:
+        return self.tx.one("SELECT * FROM ocsp_responders WHERE issuer_id = ?", (issuer_id,))
+
+    def put_responder(self, *, issuer_id: str, certificate_pem: str, sealed_key: str, not_after: int) -> None:
+        self.tx.execute("DELETE FROM ocsp_responders WHERE issuer_id = ?", (issuer_id,))
+        self.tx.execute("INSERT INTO ocsp_responders (issuer_id, certificate_pem, sealed_key, not_after)"
+                        " VALUES (?, ?, ?, ?)", (issuer_id, certificate_pem, sealed_key, not_after))
+        self.tx.execute("DELETE FROM ocsp_responses WHERE issuer_id = ?", (issuer_id,))
+
+    def response(self, issuer_id: str, serial: str) -> dict[str, Any] | None:
+        return self.tx.one("SELECT * FROM ocsp_responses WHERE issuer_id = ? AND serial = ?", (issuer_id, serial))
+
+    def put_response(self, *, issuer_id: str, serial: str, der: str, refresh_at: int) -> None:
+        self.tx.execute("DELETE FROM ocsp_responses WHERE issuer_id = ? AND serial = ?", (issuer_id, serial))
+        self.tx.execute("INSERT INTO ocsp_responses (issuer_id, serial, der, refresh_at) VALUES (?, ?, ?, ?)",
+                        (issuer_id, serial, der, refresh_at))
+
+    def invalidate(self, issuer_id: str, serial: str) -> None:
+        self.tx.execute("DELETE FROM ocsp_responses WHERE issuer_id = ? AND serial = ?", (issuer_id, serial))
 
 
 @dataclass
@@ -239,9 +315,10 @@ class RateLimits:
 class Profiles:
     tx: Tx
 
-    def insert(self, *, id: str, name: str, issuer_id: str, now: int) -> None:
-        self.tx.execute("INSERT INTO profiles (id, name, issuer_id, created_at) VALUES (?, ?, ?, ?)",
-                        (id, name, issuer_id, now))
+    def insert(self, *, id: str, name: str, issuer_id: str, policy: str, now: int) -> None:
+        self.tx.execute(
+            "INSERT INTO profiles (id, name, issuer_id, policy, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (id, name, issuer_id, policy, now, now))
 
     def find(self, name_or_id: str) -> dict[str, Any] | None:
         return self.tx.one("SELECT * FROM profiles WHERE id = ? OR name = ?", (name_or_id, name_or_id))
@@ -251,6 +328,43 @@ class Profiles:
 
     def list(self) -> list[dict[str, Any]]:
         return self.tx.all("SELECT * FROM profiles ORDER BY created_at, id")
+
+    def update_policy(self, id: str, policy: str, *, expected_version: int, now: int) -> None:
+        """Optimistic: fails with :class:`Conflict` if someone else changed it first."""
+        if self.tx.execute("UPDATE profiles SET policy = ?, version = version + 1, updated_at = ?"
+                           " WHERE id = ? AND version = ?", (policy, now, id, expected_version)) != 1:
+            raise Conflict(f"profile {id} changed meanwhile")
+
+
+@dataclass
+class Approvals:
+    tx: Tx
+
+    def insert(self, *, id: str, kind: str, subject_id: str, profile_id: str, payload: str, requested_by: str,
+               requester: str, now: int, expires_at: int) -> None:
+        self.tx.execute(
+            "INSERT INTO approvals (id, kind, subject_id, profile_id, payload, status, requested_by, requester,"
+            " created_at, expires_at) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
+            (id, kind, subject_id, profile_id, payload, requested_by, requester, now, expires_at))
+
+    def get(self, id: str) -> dict[str, Any]:
+        return _required(self.tx.one("SELECT * FROM approvals WHERE id = ?", (id,)), f"approval {id}")
+
+    def list(self, status: str | None = None) -> list[dict[str, Any]]:
+        if status:
+            return self.tx.all("SELECT * FROM approvals WHERE status = ? ORDER BY created_at, id", (status,))
+        return self.tx.all("SELECT * FROM approvals ORDER BY created_at, id")
+
+    def decide(self, id: str, *, status: str, decided_by: str | None, note: str, now: int) -> bool:
+        return self.tx.execute(
+            "UPDATE approvals SET status = ?, decided_by = ?, decision_note = ?, decided_at = ?"
+            " WHERE id = ? AND status = 'pending'", (status, decided_by, note, now, id)) == 1
+
+    def expire_due(self, now: int) -> list[dict[str, Any]]:
+        due = self.tx.all("SELECT * FROM approvals WHERE status = 'pending' AND expires_at <= ?", (now,))
+        for row in due:
+            self.decide(row["id"], status="expired", decided_by=None, note="expired", now=now)
+        return due
 
 
 @dataclass
@@ -341,11 +455,13 @@ class Certificates:
     tx: Tx
 
     def insert(self, *, id: str, names: list[str], key_type: str, lifetime_seconds: int,
-               agent_id: str, profile_id: str, target: str, now: int) -> None:
+               agent_id: str, profile_id: str, target: str, now: int, tags: list[str] | None = None,
+               status: str = "pending") -> None:
         self.tx.execute(
-            "INSERT INTO certificates (id, names, key_type, lifetime_seconds, agent_id, profile_id, target,"
-            " status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
-            (id, json.dumps(names), key_type, lifetime_seconds, agent_id, profile_id, target, now, now),
+            "INSERT INTO certificates (id, names, key_type, lifetime_seconds, agent_id, profile_id, tags, target,"
+            " status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (id, json.dumps(names), key_type, lifetime_seconds, agent_id, profile_id, json.dumps(tags or []),
+             target, status, now, now),
         )
 
     def get(self, id: str) -> dict[str, Any]:
@@ -373,6 +489,37 @@ class Certificates:
 
     def version_for_order(self, order_id: str) -> dict[str, Any] | None:
         return self.tx.one("SELECT * FROM certificate_versions WHERE order_id = ?", (order_id,))
+
+    def version(self, serial: str) -> dict[str, Any] | None:
+        return self.tx.one("SELECT * FROM certificate_versions WHERE serial = ?", (serial,))
+
+    def unrevoked_versions(self, certificate_id: str, now: int) -> list[dict[str, Any]]:
+        return self.tx.all("SELECT * FROM certificate_versions WHERE certificate_id = ? AND revoked_at IS NULL"
+                           " AND not_after > ? ORDER BY created_at", (certificate_id, now))
+
+    def revoke_version(self, serial: str, *, reason: str, now: int) -> bool:
+        return self.tx.execute("UPDATE certificate_versions SET revoked_at = ?, revocation_reason = ?"
+                               " WHERE serial = ? AND revoked_at IS NULL", (now, reason, serial)) == 1
+
+    def revoked_for_issuer(self, issuer_id: str, now: int) -> list[dict[str, Any]]:
+        """Revoked and not yet expired: what a CRL must list (RFC 5280 §3.3)."""
+        return self.tx.all("SELECT serial, revoked_at, revocation_reason FROM certificate_versions"
+                           " WHERE issuer_id = ? AND revoked_at IS NOT NULL AND not_after > ? ORDER BY serial",
+                           (issuer_id, now))
+
+    def live_count_for_issuer(self, issuer_id: str, now: int) -> int:
+        row = self.tx.one("SELECT COUNT(*) AS n FROM certificate_versions WHERE issuer_id = ? AND not_after > ?",
+                          (issuer_id, now))
+        return int(row["n"]) if row else 0
+
+    def select(self, *, issuer_id: str | None = None, profile_id: str | None = None,
+               agent_id: str | None = None, tag: str | None = None) -> list[dict[str, Any]]:
+        rows = self.list()
+        return [r for r in rows
+                if (issuer_id is None or r["issuer_id"] == issuer_id)
+                and (profile_id is None or r["profile_id"] == profile_id)
+                and (agent_id is None or r["agent_id"] == agent_id)
+                and (tag is None or tag in json.loads(r["tags"]))]
 
 
 @dataclass

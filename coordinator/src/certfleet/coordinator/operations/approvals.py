@@ -1,0 +1,85 @@
+"""Four-eyes approval: requests under an approval-tier profile wait for a second person.
+
+"A second person" is a different user, or for keys without a user a different key.
+The requester can never decide their own request, and undecided requests expire.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgspec
+
+from certfleet.shared import wire
+
+from .. import errors
+from ..core import Call
+from ..storage import Approvals, Certificates, Profiles, Tx
+from .certificates import CertificateOperations
+
+__all__ = ["ApprovalOperations"]
+
+
+def _approval_info(row: dict[str, Any]) -> wire.ApprovalInfo:
+    return wire.ApprovalInfo(id=row["id"], kind=row["kind"], subject_id=row["subject_id"], profile_id=row["profile_id"],
+                             status=row["status"], requested_by=row["requested_by"], created_at=row["created_at"],
+                             expires_at=row["expires_at"], decided_by=row["decided_by"],
+                             decision_note=row["decision_note"])
+
+
+class ApprovalOperations(CertificateOperations):
+    def expire_approvals(self, tx: Tx) -> None:
+        for row in Approvals(tx).expire_due(self.now()):
+            if row["kind"] == "issuance":
+                Certificates(tx).set_status(row["subject_id"], "approval-expired", self.now())
+
+    async def expire_pending_approvals(self) -> None:
+        await self.database.transact(self.expire_approvals)
+
+    async def approvals_list(self, call: Call) -> list[wire.ApprovalInfo]:
+        def listing(tx: Tx) -> list[dict[str, Any]]:
+            self.expire_approvals(tx)
+            return Approvals(tx).list(call.query.get("status"))
+
+        rows = await self.database.transact(listing)
+        visible = self.profile_visible(call, "approval.read")
+        return [_approval_info(r) for r in rows if visible({**r, "issuer_id": None})]
+
+    def _decide(self, tx: Tx, call: Call, approve: bool) -> dict[str, Any]:
+        self.expire_approvals(tx)
+        approvals = Approvals(tx)
+        row = approvals.get(call.params["approval_id"])
+        profile = Profiles(tx).get(row["profile_id"])
+        self.require_on_profile(call, "approval.decide", profile)
+        if row["status"] != "pending":
+            raise errors.Conflict(f"this request is {row['status']}", slug="approval-closed")
+        if (call.principal.user or call.principal.actor) == row["requester"]:
+            raise errors.Forbidden("a request needs a second person: you cannot decide your own",
+                                   slug="four-eyes")
+        status = "approved" if approve else "rejected"
+        approvals.decide(row["id"], status=status, decided_by=call.principal.actor, note=call.body.note,
+                         now=self.now())
+        self.record(tx, call, resource_type="approval", resource_id=row["id"],
+                    details={"kind": row["kind"], "subject_id": row["subject_id"]})
+        if row["kind"] == "issuance":
+            certificates = Certificates(tx)
+            if approve:
+                self.queue_issue(tx, call, certificates.get(row["subject_id"]))
+            else:
+                certificates.set_status(row["subject_id"], "rejected", self.now(), call.body.note or None)
+        elif row["kind"] == "profile-edit" and approve:
+            payload = json.loads(row["payload"])
+            self.apply_profile_policy(tx, call, profile, msgspec.convert(payload["policy"], wire.ProfilePolicy),
+                                      payload["expected_version"])
+        return approvals.get(row["id"])
+
+    async def approvals_approve(self, call: Call) -> wire.ApprovalInfo:
+        row = await self.database.transact(lambda tx: self._decide(tx, call, True))
+        if row["kind"] == "issuance":
+            agent = await self.database.transact(lambda tx: Certificates(tx).get(row["subject_id"])["agent_id"])
+            self.wake(agent)
+        return _approval_info(row)
+
+    async def approvals_reject(self, call: Call) -> wire.ApprovalInfo:
+        return _approval_info(await self.database.transact(lambda tx: self._decide(tx, call, False)))

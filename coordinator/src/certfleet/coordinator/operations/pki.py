@@ -1,0 +1,152 @@
+"""What relying parties fetch: issuer certificates, CRLs and OCSP answers."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import urllib.parse
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from certfleet.shared.pki import private_key_pem
+
+from .. import errors
+from ..ca import ocsp
+from ..ca.crl import build_crl
+from ..core import Call, CoordinatorBase, RawResponse
+from ..storage import Certificates, Crls, Issuers, Ocsp, Tx
+
+__all__ = ["PkiOperations"]
+
+CRL_VALIDITY = 24 * 3600
+CRL_REFRESH = 6 * 3600
+CRL_DEBOUNCE = 2
+OCSP_VALIDITY = 24 * 3600
+RESPONDER_LIFETIME = 30 * 86400
+
+
+class PkiOperations(CoordinatorBase):
+    crl_builds = 0
+    """How many CRLs this process built; lets tests prove what did (not) build one."""
+
+    def _issuer(self, tx: Tx, name_or_id: str) -> dict[str, Any]:
+        row = Issuers(tx).find(name_or_id)
+        if row is None or row["certificate_pem"] is None:
+            raise errors.NotFound(f"no issuer {name_or_id!r}")
+        return row
+
+    async def pki_ca_certificate(self, call: Call) -> RawResponse:
+        row = await self.database.transact(lambda tx: self._issuer(tx, call.params["issuer"]))
+        der = x509.load_pem_x509_certificate(row["certificate_pem"].encode()).public_bytes(serialization.Encoding.DER)
+        return RawResponse(der, "application/pkix-cert", headers={"Cache-Control": "max-age=3600"})
+
+    # --- CRL ------------------------------------------------------------------------------
+
+    def _build_crl(self, tx: Tx, issuer: dict[str, Any]) -> dict[str, Any]:
+        now = self.now()
+        revoked = [(r["serial"], r["revoked_at"], r["revocation_reason"] or "unspecified")
+                   for r in Certificates(tx).revoked_for_issuer(issuer["id"], now)]
+        number = Issuers(tx).take_crl_number(issuer["id"])
+        built = build_crl(self.authorities.authority(issuer), revoked, number=number, now=now, validity=CRL_VALIDITY)
+        self.crl_builds += 1
+        Crls(tx).put(issuer_id=issuer["id"], number=number, der=base64.b64encode(built.der).decode(),
+                     this_update=built.this_update, next_update=built.next_update, etag=built.etag)
+        return Crls(tx).get(issuer["id"])  # type: ignore[return-value]
+
+    async def refresh_crls(self) -> int:
+        """Rebuild every CRL that is dirty for longer than the debounce, stale, or
+        missing; returns how many were built. Run periodically by the coordinator."""
+        now = self.now()
+
+        def refresh(tx: Tx) -> int:
+            due = Issuers(tx).crl_due(dirty_before=now - CRL_DEBOUNCE, stale_before=now - CRL_REFRESH)
+            for issuer in due:
+                self._build_crl(tx, issuer)
+            return len(due)
+
+        return await self.database.transact(refresh)
+
+    async def pki_crl(self, call: Call) -> RawResponse:
+        def current(tx: Tx) -> dict[str, Any]:
+            issuer = self._issuer(tx, call.params["issuer"])
+            return Crls(tx).get(issuer["id"]) or self._build_crl(tx, issuer)
+
+        crl = await self.database.transact(current)
+        headers = {"ETag": crl["etag"], "Cache-Control": f"max-age={max(0, crl['next_update'] - self.now()) // 2}",
+                   "Last-Modified": _http_date(crl["this_update"])}
+        if call.headers.get("if-none-match") == crl["etag"]:
+            return RawResponse(b"", "application/pkix-crl", status=304, headers=headers)
+        return RawResponse(base64.b64decode(crl["der"]), "application/pkix-crl", headers=headers)
+
+    # --- OCSP -----------------------------------------------------------------------------
+
+    def _responder(self, tx: Tx, issuer: dict[str, Any]) -> ocsp.Responder:
+        """The issuer's delegated responder, rotated once two thirds of its life passed."""
+        store = Ocsp(tx)
+        row = store.responder(issuer["id"])
+        authority = self.authorities.authority(issuer)
+        if row is None or row["not_after"] - self.now() < RESPONDER_LIFETIME // 3:
+            certificate, key = ocsp.issue_responder(authority, now=self.now(), lifetime=RESPONDER_LIFETIME)
+            store.put_responder(issuer_id=issuer["id"],
+                                certificate_pem=certificate.public_bytes(serialization.Encoding.PEM).decode(),
+                                sealed_key=self.keys.master.seal(private_key_pem(key),
+                                                                 context=f"ocsp-responder:{issuer['id']}"),
+                                not_after=int(certificate.not_valid_after_utc.timestamp()))
+            return ocsp.Responder(authority.certificate, certificate, key)
+        from certfleet.shared.pki import load_private_key
+
+        key = load_private_key(self.keys.master.open(row["sealed_key"], context=f"ocsp-responder:{issuer['id']}"))
+        return ocsp.Responder(authority.certificate, x509.load_pem_x509_certificate(row["certificate_pem"].encode()),
+                              key)  # type: ignore[arg-type]
+
+    async def _answer(self, issuer_name: str, der: bytes) -> RawResponse:
+        request = ocsp.parse_request(der)
+        if request is None:
+            return RawResponse(ocsp.malformed(), "application/ocsp-response")
+
+        def answer(tx: Tx) -> bytes:
+            issuer = Issuers(tx).find(issuer_name)
+            if issuer is None or issuer["certificate_pem"] is None or issuer["status"] == "retired":
+                return ocsp.unauthorized()
+            responder = self._responder(tx, issuer)
+            if not responder.matches_issuer(request):
+                return ocsp.unauthorized()
+            store = Ocsp(tx)
+            if request.nonce is None:
+                cached = store.response(issuer["id"], request.serial_hex)
+                if cached is not None and cached["refresh_at"] > self.now():
+                    return base64.b64decode(cached["der"])
+            version = Certificates(tx).version(request.serial_hex)
+            if version is None or version["issuer_id"] != issuer["id"]:
+                status = ocsp.CertStatus("unknown")
+            elif version["revoked_at"] is not None:
+                status = ocsp.CertStatus("revoked", version["revoked_at"], version["revocation_reason"])
+            else:
+                status = ocsp.CertStatus("good")
+            signed = responder.respond(request, status, now=self.now(), validity=OCSP_VALIDITY)
+            if request.nonce is None and status.status != "unknown":
+                store.put_response(issuer_id=issuer["id"], serial=request.serial_hex,
+                                   der=base64.b64encode(signed).decode(), refresh_at=self.now() + OCSP_VALIDITY // 2)
+            return signed
+
+        return RawResponse(await self.database.transact(answer), "application/ocsp-response",
+                           headers={"Cache-Control": "no-cache"})
+
+    async def pki_ocsp_post(self, call: Call) -> RawResponse:
+        return await self._answer(call.params["issuer"], call.body)
+
+    async def pki_ocsp_get(self, call: Call) -> RawResponse:
+        encoded = urllib.parse.unquote(call.params["request"])
+        try:
+            der = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            return RawResponse(ocsp.malformed(), "application/ocsp-response")
+        return await self._answer(call.params["issuer"], der)
+
+
+def _http_date(timestamp: int) -> str:
+    from email.utils import formatdate
+
+    return formatdate(timestamp, usegmt=True)

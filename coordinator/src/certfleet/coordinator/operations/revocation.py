@@ -1,0 +1,72 @@
+"""Revocation: single and bulk, visible in OCSP at once and in the CRL after the
+debounce. A revoke never builds a CRL itself, so its cost does not grow with the
+number of certificates already revoked."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from certfleet.shared import wire
+
+from .. import errors
+from ..core import Call, CoordinatorBase
+from ..storage import Certificates, Issuers, Ocsp, Profiles, Tx, WorkOrders
+
+__all__ = ["RevocationOperations"]
+
+
+class RevocationOperations(CoordinatorBase):
+    def _revoke(self, tx: Tx, call: Call, certificate: dict[str, Any], reason: str) -> wire.RevokeResult:
+        certificates = Certificates(tx)
+        versions = certificates.unrevoked_versions(certificate["id"], self.now())
+        if not versions:
+            status = "already-revoked" if certificate["status"] == "revoked" else "nothing-to-revoke"
+            return wire.RevokeResult(certificate_id=certificate["id"], status=status)
+        ocsp, issuers = Ocsp(tx), Issuers(tx)
+        for version in versions:
+            certificates.revoke_version(version["serial"], reason=reason, now=self.now())
+            ocsp.invalidate(version["issuer_id"], version["serial"])
+            issuers.mark_crl_dirty(version["issuer_id"], self.now())
+        certificates.set_status(certificate["id"], "revoked", self.now())
+        for order in tx.all("SELECT id FROM work_orders WHERE certificate_id = ? AND status IN (?, ?, ?)",
+                            (certificate["id"], *WorkOrders.ACTIVE)):
+            WorkOrders(tx).set_status(order["id"], "cancelled", self.now(), "certificate revoked")
+        serials = [v["serial"] for v in versions]
+        self.record(tx, call, action="certificates.revoke", resource_type="certificate",
+                    resource_id=certificate["id"], details={"reason": reason, "serials": serials})
+        return wire.RevokeResult(certificate_id=certificate["id"], status="revoked", serials=serials)
+
+    async def certificates_revoke(self, call: Call) -> wire.RevokeResult:
+        def revoke(tx: Tx) -> wire.RevokeResult:
+            certificate = Certificates(tx).get(call.params["certificate_id"])
+            self.require_on_profile(call, "cert.revoke", Profiles(tx).get(certificate["profile_id"]), hide=True)
+            return self._revoke(tx, call, certificate, call.body.reason)
+
+        return await self.database.transact(revoke)
+
+    async def certificates_revoke_bulk(self, call: Call) -> wire.BulkRevokeResult:
+        body: wire.BulkRevokeRequest = call.body
+
+        def select(tx: Tx) -> list[dict[str, Any]]:
+            issuer = profile = None
+            if body.issuer:
+                found = Issuers(tx).find(body.issuer)
+                if found is None:
+                    raise errors.UnprocessableEntity(f"no issuer {body.issuer!r}", slug="unknown-issuer")
+                issuer = found["id"]
+            if body.profile:
+                profile = self.resolve_profile(tx, body.profile)["id"]
+            return Certificates(tx).select(issuer_id=issuer, profile_id=profile, agent_id=body.agent, tag=body.tag)
+
+        matching = await self.database.transact(select)
+        visible = self.profile_visible(call, "cert.revoke")
+        results = []
+        # One transaction per certificate: one failure must not undo the others.
+        for certificate in matching:
+            if not visible(certificate):
+                results.append(wire.RevokeResult(certificate_id=certificate["id"], status="refused",
+                                                 detail="cert.revoke is not granted on its profile"))
+                continue
+            results.append(await self.database.transact(
+                lambda tx, c=certificate: self._revoke(tx, call, Certificates(tx).get(c["id"]), body.reason)))
+        return wire.BulkRevokeResult(results=results)
