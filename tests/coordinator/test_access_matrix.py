@@ -89,3 +89,19 @@ def test_builtin_roles_follow_their_definitions():
 @pytest.mark.parametrize("op", OPERATIONS, ids=lambda op: op.name)
 def test_every_operation_names_a_namespaced_permission(op):
     assert op.permission.count(".") >= 1 and op.permission == op.permission.lower()
+
+
+def test_operation_groups_do_not_shadow_each_others_methods():
+    """The coordinator is composed from one class per area; two areas defining the
+    same method name would silently replace one with the other."""
+    from certfleet.coordinator.core import CoordinatorBase
+    from certfleet.coordinator.service import Coordinator
+
+    owners: dict[str, list[str]] = {}
+    for cls in Coordinator.__mro__:
+        if cls in (Coordinator, CoordinatorBase, object):
+            continue
+        for name, value in vars(cls).items():
+            if callable(value) and not name.startswith("__"):
+                owners.setdefault(name, []).append(cls.__name__)
+    assert {n: o for n, o in owners.items() if len(o) > 1} == {}

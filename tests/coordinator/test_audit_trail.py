@@ -125,6 +125,8 @@ async def test_every_successful_mutation_is_audited_under_its_operation_name(coo
     admin, _ = await admin_client(coordinator)
     agent = await enroll_agent(admin, coordinator, tmp_path / "agent")
     mine, mine_key = await key_with_roles(admin, coordinator, "cli", user="carol")
+    await admin.call("auth.grants.create", wire.GrantCreate(principal_type="user", principal_id="carol",
+                                                             role="operator"))
     own = await mine.call("auth.own-keys.create", wire.ApiKeyCreate(name="own"))
     await mine.call("auth.own-keys.rotate", key_id=own.id)
     await mine.call("auth.own-keys.revoke", key_id=own.id)
@@ -145,6 +147,28 @@ async def test_every_successful_mutation_is_audited_under_its_operation_name(coo
     await agent.client.call("agent.csr", wire.CsrSubmission(csr=csr), order_id=order.id)
     await agent.client.call("agent.result", wire.OrderResult(status="succeeded"), order_id=order.id)
     await agent.client.call("agent.report", wire.AgentReport(event="work-order-refused", reason="replay"))
+
+    # The PKI: hierarchy, a profile edit, revocation, an approval.
+    root = await admin.call("issuers.create-root", wire.RootCreate(name="life-root"))
+    await admin.call("issuers.create-intermediate", wire.IntermediateCreate(name="life-int", parent=root.id))
+    external = await admin.call("issuers.create-external", wire.ExternalSubordinateCreate(name="life-ext"))
+    await _import_signed_by_openssl(tmp_path, admin, external)
+    await admin.call("issuers.retire", issuer_id=root.id)
+    life = await admin.call("profiles.get", profile_id="life")
+    await admin.call("profiles.update", wire.ProfileUpdate(policy=wire.ProfilePolicy(requires_approval=True)),
+                     profile_id=life.id)
+    await admin.call("certificates.revoke", wire.RevokeRequest(reason="superseded"), certificate_id=created.id)
+    await admin.call("certificates.revoke-bulk", wire.BulkRevokeRequest(agent=agent.config.agent_id))
+    waiting = await mine.call("certificates.create", wire.CertificateCreate(
+        common_name="four.example.test", agent_id=agent.config.agent_id, profile="life",
+        target=wire.FileTarget(directory=str(tmp_path / "t2"))))
+    approval = next(a for a in await admin.call("approvals.list") if a.subject_id == waiting.id)
+    await admin.call("approvals.reject", wire.ApprovalDecision(note="not now"), approval_id=approval.id)
+    again = await mine.call("certificates.create", wire.CertificateCreate(
+        common_name="four.example.test", agent_id=agent.config.agent_id, profile="life",
+        target=wire.FileTarget(directory=str(tmp_path / "t3"))))
+    approval = next(a for a in await admin.call("approvals.list") if a.subject_id == again.id)
+    await admin.call("approvals.approve", wire.ApprovalDecision(), approval_id=approval.id)
 
     actions = {e["action"] for e in await _events(coordinator) if e["outcome"] == "success"}
     mutating = {op.name for op in OPERATIONS if op.mutating}
@@ -173,3 +197,13 @@ async def test_audit_list_filters_and_pages_by_keyset(coordinator, tmp_path):
     exported = [json.loads(line) for line in (await admin.call("audit.export")).splitlines()]
     assert [e["id"] for e in exported] == [e["id"] for e in await _events(coordinator)]
     assert exported[0]["prev_hash"] == "0" * 64
+
+
+async def _import_signed_by_openssl(tmp_path, admin, external):
+    """Sign a pending sub-CA's CSR with a root made by the openssl CLI, and import it."""
+    from tests.pki_support import openssl_root, openssl_sign_ca
+
+    root_cert, root_key = openssl_root(tmp_path / "ext")
+    signed = openssl_sign_ca(tmp_path / "ext", external.csr_pem, root_cert, root_key)
+    await admin.call("issuers.import", wire.IssuerCertificateImport(certificate=signed, chain=root_cert.read_text()),
+                     issuer_id=external.id)

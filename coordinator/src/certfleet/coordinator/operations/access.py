@@ -147,7 +147,7 @@ class AccessOperations(CoordinatorBase):
         principal = call.principal
         return row["id"] == principal.id or (principal.user is not None and row["user_id"] == principal.user)
 
-    def _rotate(self, tx: Tx, call: Call, key_id: str, *, own: bool) -> tuple[dict, str]:
+    def _rotate_key(self, tx: Tx, call: Call, key_id: str, *, own: bool) -> tuple[dict, str]:
         keys = ApiKeys(tx)
         row = keys.get(key_id)
         if own and not self._own(call, row):
@@ -160,7 +160,7 @@ class AccessOperations(CoordinatorBase):
         self.record(tx, call, resource_type="api-key", resource_id=key_id)
         return keys.get(key_id), minted.token
 
-    def _revoke(self, tx: Tx, call: Call, key_id: str, *, own: bool) -> dict:
+    def _revoke_key(self, tx: Tx, call: Call, key_id: str, *, own: bool) -> dict:
         keys = ApiKeys(tx)
         row = keys.get(key_id)
         if own and not self._own(call, row):
@@ -171,11 +171,11 @@ class AccessOperations(CoordinatorBase):
         return keys.get(key_id)
 
     async def auth_keys_rotate(self, call: Call) -> wire.ApiKeyInfo:
-        row, token = await self.database.transact(lambda tx: self._rotate(tx, call, call.params["key_id"], own=False))
+        row, token = await self.database.transact(lambda tx: self._rotate_key(tx, call, call.params["key_id"], own=False))
         return _key_info(row, token)
 
     async def auth_keys_revoke(self, call: Call) -> wire.ApiKeyInfo:
-        return _key_info(await self.database.transact(lambda tx: self._revoke(tx, call, call.params["key_id"], own=False)))
+        return _key_info(await self.database.transact(lambda tx: self._revoke_key(tx, call, call.params["key_id"], own=False)))
 
     async def auth_own_keys_create(self, call: Call) -> wire.ApiKeyInfo:
         if call.principal.user is None:
@@ -193,11 +193,11 @@ class AccessOperations(CoordinatorBase):
         return [_key_info(r) for r in rows]
 
     async def auth_own_keys_rotate(self, call: Call) -> wire.ApiKeyInfo:
-        row, token = await self.database.transact(lambda tx: self._rotate(tx, call, call.params["key_id"], own=True))
+        row, token = await self.database.transact(lambda tx: self._rotate_key(tx, call, call.params["key_id"], own=True))
         return _key_info(row, token)
 
     async def auth_own_keys_revoke(self, call: Call) -> wire.ApiKeyInfo:
-        return _key_info(await self.database.transact(lambda tx: self._revoke(tx, call, call.params["key_id"], own=True)))
+        return _key_info(await self.database.transact(lambda tx: self._revoke_key(tx, call, call.params["key_id"], own=True)))
 
     # --- roles ---------------------------------------------------------------------------
 

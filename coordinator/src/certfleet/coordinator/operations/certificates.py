@@ -138,6 +138,17 @@ class CertificateOperations(CoordinatorBase):
 
     # --- certificates ---------------------------------------------------------------------
 
+    def request_issuance(self, tx: Tx, call: Call, certificate: dict[str, Any]) -> str:
+        """Every issuance starts here — manual, approved, scheduled renewal: under an
+        approval-tier profile it waits for a second person, otherwise it is queued.
+        Returns the order or approval id."""
+        profile = Profiles(tx).get(certificate["profile_id"])
+        if profile_policy(profile).requires_approval:
+            Certificates(tx).set_status(certificate["id"], "awaiting-approval", self.now())
+            return self.request_approval(tx, call, kind="issuance", subject_id=certificate["id"], profile=profile,
+                                         payload={})
+        return self.queue_issue(tx, call, certificate)
+
     def queue_issue(self, tx: Tx, call: Call, certificate: dict[str, Any]) -> str:
         """Sign and queue the ``issue`` order for a certificate; the one place orders
         for issuance are made, whoever asks (operator, approval, renewal)."""
@@ -169,17 +180,14 @@ class CertificateOperations(CoordinatorBase):
             if Agents(tx).find(body.agent_id) is None:
                 raise errors.UnprocessableEntity(f"no agent {body.agent_id!r}", slug="unknown-agent")
             certificates = Certificates(tx)
+            self._check_constraints(tx, profile, names)
             certificates.insert(id=certificate_id, names=names, key_type=str(body.key_type),
                                 lifetime_seconds=body.lifetime_seconds, agent_id=body.agent_id,
                                 profile_id=profile["id"], target=wire.encode(body.target).decode(), now=self.now(),
-                                tags=body.tags, status="awaiting-approval" if policy.requires_approval else "pending")
+                                tags=body.tags)
             self.record(tx, call, resource_type="certificate", resource_id=certificate_id,
                         details={"names": names, "agent_id": body.agent_id, "profile_id": profile["id"]})
-            if policy.requires_approval:
-                self.request_approval(tx, call, kind="issuance", subject_id=certificate_id, profile=profile,
-                                      payload={})
-            else:
-                self.queue_issue(tx, call, certificates.get(certificate_id))
+            self.request_issuance(tx, call, certificates.get(certificate_id))
             return certificates.get(certificate_id)
 
         row = await self.database.transact(create)
@@ -201,14 +209,9 @@ class CertificateOperations(CoordinatorBase):
 
     # --- issuance ---------------------------------------------------------------------------
 
-    def issue_under_profile(self, tx: Tx, certificate: dict[str, Any], public_key: Any,
-                            key_type: KeyType) -> tuple[IssuedCertificate, dict[str, Any]]:
-        """Check the request against the profile (as it is now) and the issuer's name
-        constraints, then sign. Returns the certificate and the issuer row."""
-        profile = Profiles(tx).get(certificate["profile_id"])
-        policy = profile_policy(profile)
-        names = json.loads(certificate["names"])
-        _check_policy(policy, key_type=key_type, names=names, lifetime=certificate["lifetime_seconds"])
+    def _check_constraints(self, tx: Tx, profile: dict[str, Any], names: list[str]) -> dict[str, Any]:
+        """The profile's issuer, if it may issue for ``names`` under every CA's name
+        constraints above it."""
         issuer = Issuers(tx).get(profile["issuer_id"])
         if issuer["status"] != "active":
             raise errors.Conflict(f"issuer {issuer['name']} is {issuer['status']} and no longer issues",
@@ -217,6 +220,17 @@ class CertificateOperations(CoordinatorBase):
             check_name_constraints(names, self.authorities.chain(issuer))
         except ConstraintViolation as exc:
             raise errors.UnprocessableEntity(str(exc), slug="name-constraints", rule="name_constraints") from exc
+        return issuer
+
+    def issue_under_profile(self, tx: Tx, certificate: dict[str, Any], public_key: Any,
+                            key_type: KeyType) -> tuple[IssuedCertificate, dict[str, Any]]:
+        """Check the request against the profile (as it is now) and the issuer's name
+        constraints, then sign. Returns the certificate and the issuer row."""
+        profile = Profiles(tx).get(certificate["profile_id"])
+        policy = profile_policy(profile)
+        names = json.loads(certificate["names"])
+        _check_policy(policy, key_type=key_type, names=names, lifetime=certificate["lifetime_seconds"])
+        issuer = self._check_constraints(tx, profile, names)
         base = self.pki_base()
         revocable = not policy.short_lived
         options = LeafOptions(

@@ -16,7 +16,7 @@ __all__ = ["RevocationOperations"]
 
 
 class RevocationOperations(CoordinatorBase):
-    def _revoke(self, tx: Tx, call: Call, certificate: dict[str, Any], reason: str) -> wire.RevokeResult:
+    def _revoke_certificate(self, tx: Tx, call: Call, certificate: dict[str, Any], reason: str) -> wire.RevokeResult:
         certificates = Certificates(tx)
         versions = certificates.unrevoked_versions(certificate["id"], self.now())
         if not versions:
@@ -32,15 +32,15 @@ class RevocationOperations(CoordinatorBase):
                             (certificate["id"], *WorkOrders.ACTIVE)):
             WorkOrders(tx).set_status(order["id"], "cancelled", self.now(), "certificate revoked")
         serials = [v["serial"] for v in versions]
-        self.record(tx, call, action="certificates.revoke", resource_type="certificate",
-                    resource_id=certificate["id"], details={"reason": reason, "serials": serials})
+        self.record(tx, call, resource_type="certificate", resource_id=certificate["id"],
+                    details={"reason": reason, "serials": serials})
         return wire.RevokeResult(certificate_id=certificate["id"], status="revoked", serials=serials)
 
     async def certificates_revoke(self, call: Call) -> wire.RevokeResult:
         def revoke(tx: Tx) -> wire.RevokeResult:
             certificate = Certificates(tx).get(call.params["certificate_id"])
             self.require_on_profile(call, "cert.revoke", Profiles(tx).get(certificate["profile_id"]), hide=True)
-            return self._revoke(tx, call, certificate, call.body.reason)
+            return self._revoke_certificate(tx, call, certificate, call.body.reason)
 
         return await self.database.transact(revoke)
 
@@ -68,5 +68,10 @@ class RevocationOperations(CoordinatorBase):
                                                  detail="cert.revoke is not granted on its profile"))
                 continue
             results.append(await self.database.transact(
-                lambda tx, c=certificate: self._revoke(tx, call, Certificates(tx).get(c["id"]), body.reason)))
+                lambda tx, c=certificate: self._revoke_certificate(tx, call, Certificates(tx).get(c["id"]), body.reason)))
+        summary = {s: sum(r.status == s for r in results) for s in {r.status for r in results}}
+        await self.database.transact(lambda tx: self.record(
+            tx, call, resource_type="certificate-filter", resource_id="-",
+            details={"filter": {"issuer": body.issuer, "profile": body.profile, "agent": body.agent,
+                                "tag": body.tag}, "results": summary}))
         return wire.BulkRevokeResult(results=results)
