@@ -51,3 +51,11 @@ async def issue_through_agent(api, agent, names: list[str], target: Path, *, pro
     await agent.poll_once()
     await agent.flush_outbox()
     return await api.call("certificates.get", certificate_id=created.id)
+
+
+async def run_openssl_async(*args: str) -> subprocess.CompletedProcess:
+    """For openssl commands that talk to the in-process coordinator: the event loop
+    must keep serving while openssl waits for the answer."""
+    import trio
+
+    return await trio.run_process(["openssl", *args], capture_stdout=True, capture_stderr=True, check=False)

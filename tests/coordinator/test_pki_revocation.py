@@ -1,0 +1,185 @@
+"""Revocation as relying parties see it: `openssl ocsp`, `openssl verify -crl_check`."""
+
+from __future__ import annotations
+
+import base64
+import time
+import urllib.parse
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509 import ocsp
+
+from certfleet.shared import wire
+from tests.pki_support import issue_through_agent, run_openssl, run_openssl_async
+from tests.support import admin_client, enroll_agent
+
+
+async def _issued(coordinator, tmp_path, name="svc.example.test", **extra):
+    api, _ = await admin_client(coordinator)
+    agent = await enroll_agent(api, coordinator, tmp_path / "agent")
+    target = tmp_path / "target"
+    info = await issue_through_agent(api, agent, [name], target, **extra)
+    assert info.status == "deployed"
+    return api, agent, target, info
+
+
+def _later(coordinator, seconds: int) -> None:
+    coordinator.coordinator._clock = lambda: time.time() + seconds
+
+
+async def _openssl_ocsp(coordinator, target) -> str:
+    completed = await run_openssl_async("ocsp", "-issuer", str(target / "chain.pem"), "-cert", str(target / "cert.pem"),
+                            "-url", f"{coordinator.coordinator.pki_url}/.well-known/pki/ocsp/iss_issuing",
+                            "-CAfile", str(coordinator.ca_path), "-verify_other", str(target / "chain.pem"),
+                            "-resp_text")
+    return (completed.stdout + completed.stderr).decode()
+
+
+async def test_openssl_sees_good_then_revoked_with_reason(coordinator, tmp_path):
+    api, _, target, info = await _issued(coordinator, tmp_path)
+    before = await _openssl_ocsp(coordinator, target)
+    assert "Response verify OK" in before and "cert.pem: good" in before, before
+
+    await api.call("certificates.revoke", wire.RevokeRequest(reason="key-compromise"), certificate_id=info.id)
+    after = await _openssl_ocsp(coordinator, target)  # at once: no CRL rebuild needed
+    assert "Response verify OK" in after and "cert.pem: revoked" in after, after
+    assert "Reason: keyCompromise" in after
+
+    _later(coordinator, 10)
+    assert await coordinator.coordinator.refresh_crls() >= 1
+    async with httpx.AsyncClient(base_url=coordinator.coordinator.pki_url) as http:
+        crl = (await http.get("/.well-known/pki/crl/iss_issuing")).content
+    pem = x509.load_der_x509_crl(crl).public_bytes(serialization.Encoding.PEM)
+    (tmp_path / "crl.pem").write_bytes(pem)
+    (tmp_path / "bundle.pem").write_bytes(coordinator.ca_path.read_bytes() + (target / "chain.pem").read_bytes())
+    verified = run_openssl("verify", "-crl_check", "-CAfile", str(tmp_path / "bundle.pem"), "-CRLfile",
+                           str(tmp_path / "crl.pem"), str(target / "cert.pem"))
+    assert verified.returncode != 0
+    assert b"certificate revoked" in verified.stdout + verified.stderr
+
+
+async def test_crl_number_grows_and_etag_answers_304(coordinator, tmp_path):
+    api, _, _, info = await _issued(coordinator, tmp_path)
+    async with httpx.AsyncClient(base_url=coordinator.coordinator.pki_url) as http:
+        first = await http.get("/.well-known/pki/crl/iss_issuing")
+        etag = first.headers["etag"]
+        assert (await http.get("/.well-known/pki/crl/iss_issuing", headers={"If-None-Match": etag})).status_code == 304
+        await api.call("certificates.revoke", wire.RevokeRequest(), certificate_id=info.id)
+        unchanged = await http.get("/.well-known/pki/crl/iss_issuing")
+        assert unchanged.headers["etag"] == etag, "a revoke must not rebuild the CRL inline"
+        _later(coordinator, 10)
+        await coordinator.coordinator.refresh_crls()
+        second = await http.get("/.well-known/pki/crl/iss_issuing", headers={"If-None-Match": etag})
+    assert second.status_code == 200 and second.headers["etag"] != etag
+    old, new = x509.load_der_x509_crl(first.content), x509.load_der_x509_crl(second.content)
+    number = lambda crl: crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number  # noqa: E731
+    assert number(new) > number(old)
+    assert new.next_update_utc > new.last_update_utc
+    assert [r.serial_number for r in new] == [int(info.serial, 16)]
+
+
+async def test_revoking_into_ten_thousand_revoked_builds_no_crl(coordinator, tmp_path):
+    api, _, _, info = await _issued(coordinator, tmp_path)
+    database = coordinator.coordinator.database
+    now = int(time.time())
+
+    def plant(tx):
+        for i in range(10_000):
+            tx.execute("INSERT INTO work_orders (id, agent_id, certificate_id, kind, token, status, created_at,"
+                       " expires_at) VALUES (?, ?, ?, 'issue', '', 'succeeded', ?, ?)",
+                       (f"ord_planted{i}", info.agent_id, info.id, now, now))
+            tx.execute(
+                "INSERT INTO certificate_versions (serial, certificate_id, order_id, issuer_id, certificate_pem,"
+                " public_key_sha256, fingerprint_sha256, not_before, not_after, created_at, revoked_at,"
+                " revocation_reason) VALUES (?, ?, ?, 'iss_issuing', '', '', '', ?, ?, ?, ?, 'superseded')",
+                (format(0xABC00000 + i, "x"), info.id, f"ord_planted{i}", now, now + 86400, now, now))
+
+    await database.transact(plant)
+    builds = coordinator.coordinator.crl_builds
+    result = await api.call("certificates.revoke", wire.RevokeRequest(reason="superseded"), certificate_id=info.id)
+    assert result.status == "revoked"
+    assert coordinator.coordinator.crl_builds == builds
+    _later(coordinator, 10)
+    await coordinator.coordinator.refresh_crls()
+    assert coordinator.coordinator.crl_builds == builds + 1
+    async with httpx.AsyncClient(base_url=coordinator.coordinator.pki_url) as http:
+        crl = x509.load_der_x509_crl((await http.get("/.well-known/pki/crl/iss_issuing")).content)
+    assert len(crl) == 10_001
+
+
+def _ocsp_request(target, *, nonce: bool) -> bytes:
+    leaf = x509.load_pem_x509_certificate((target / "cert.pem").read_bytes())
+    issuer = x509.load_pem_x509_certificates((target / "chain.pem").read_bytes())[0]
+    builder = ocsp.OCSPRequestBuilder().add_certificate(leaf, issuer, hashes.SHA1())
+    if nonce:
+        builder = builder.add_extension(x509.OCSPNonce(b"certfleet-nonce-1234"), critical=False)
+    return builder.build().public_bytes(serialization.Encoding.DER)
+
+
+async def test_ocsp_details_nonce_get_unknown_and_malformed(coordinator, tmp_path):
+    _, _, target, _ = await _issued(coordinator, tmp_path)
+    base = f"{coordinator.coordinator.pki_url}/.well-known/pki/ocsp/iss_issuing"
+    async with httpx.AsyncClient() as http:
+        with_nonce = await http.post(base, content=_ocsp_request(target, nonce=True),
+                                     headers={"Content-Type": "application/ocsp-request"})
+        answer = ocsp.load_der_ocsp_response(with_nonce.content)
+        assert answer.response_status == ocsp.OCSPResponseStatus.SUCCESSFUL
+        assert answer.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce == b"certfleet-nonce-1234"
+        responder = answer.certificates[0]
+        assert responder.extensions.get_extension_for_class(x509.OCSPNoCheck)
+        assert x509.oid.ExtendedKeyUsageOID.OCSP_SIGNING in responder.extensions.get_extension_for_class(
+            x509.ExtendedKeyUsage).value
+
+        encoded = urllib.parse.quote(base64.b64encode(_ocsp_request(target, nonce=False)).decode(), safe="")
+        by_get = ocsp.load_der_ocsp_response((await http.get(f"{base}/{encoded}")).content)
+        assert by_get.certificate_status == ocsp.OCSPCertStatus.GOOD
+
+        issuer = x509.load_pem_x509_certificates((target / "chain.pem").read_bytes())[0]
+        unknown_request = ocsp.OCSPRequestBuilder().add_certificate_by_hash(
+            _name_hash(issuer), _key_hash(issuer), 0x1234567, hashes.SHA1()).build()
+        unknown = ocsp.load_der_ocsp_response((await http.post(
+            base, content=unknown_request.public_bytes(serialization.Encoding.DER),
+            headers={"Content-Type": "application/ocsp-request"})).content)
+        assert unknown.certificate_status == ocsp.OCSPCertStatus.UNKNOWN
+
+        garbage = await http.post(base, content=b"\x30\x03garbage", headers={"Content-Type": "application/ocsp-request"})
+        assert ocsp.load_der_ocsp_response(garbage.content).response_status == \
+            ocsp.OCSPResponseStatus.MALFORMED_REQUEST
+        bad_get = await http.get(f"{base}/not%20base64!")
+        assert ocsp.load_der_ocsp_response(bad_get.content).response_status == \
+            ocsp.OCSPResponseStatus.MALFORMED_REQUEST
+
+
+def _name_hash(issuer: x509.Certificate) -> bytes:
+    digest = hashes.Hash(hashes.SHA1())
+    digest.update(issuer.subject.public_bytes())
+    return digest.finalize()
+
+
+def _key_hash(issuer: x509.Certificate) -> bytes:
+    from certfleet.coordinator.ca.ocsp import _subject_public_key_bits
+
+    digest = hashes.Hash(hashes.SHA1())
+    digest.update(_subject_public_key_bits(issuer.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)))
+    return digest.finalize()
+
+
+async def test_bulk_revoke_by_tag_reports_each_certificate(coordinator, tmp_path):
+    api, _ = await admin_client(coordinator)
+    agent = await enroll_agent(api, coordinator, tmp_path / "agent")
+    tagged = [await issue_through_agent(api, agent, [f"n{i}.example.test"], tmp_path / f"t{i}", tags=["edge"])
+              for i in range(3)]
+    untagged = await issue_through_agent(api, agent, ["keep.example.test"], tmp_path / "keep")
+    result = await api.call("certificates.revoke-bulk", wire.BulkRevokeRequest(tag="edge", reason="superseded"))
+    assert sorted((r.certificate_id, r.status) for r in result.results) == sorted(
+        (c.id, "revoked") for c in tagged)
+    assert all(len(r.serials) == 1 for r in result.results)
+    again = await api.call("certificates.revoke-bulk", wire.BulkRevokeRequest(tag="edge"))
+    assert {r.status for r in again.results} == {"already-revoked"}
+    assert (await api.call("certificates.get", certificate_id=untagged.id)).status == "deployed"
+    with pytest.raises(Exception):
+        await api.call("certificates.revoke-bulk", wire.BulkRevokeRequest())
