@@ -81,10 +81,11 @@ class Coordinator:
         self.api_key = ""
         self.api_key = self.cli("bootstrap", "--token", BOOTSTRAP_TOKEN)["api_key"]
 
-    def cli(self, *args: str) -> Any:
+    def cli(self, *args: str, api_key: str | None = None) -> Any:
         """Run the operator CLI with ``--json`` and return its parsed output."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("CERTFLEET_")}
-        env.update(CERTFLEET_URL=self.url, CERTFLEET_CA_BUNDLE=str(self.ca_path), CERTFLEET_API_KEY=self.api_key)
+        env.update(CERTFLEET_URL=self.url, CERTFLEET_CA_BUNDLE=str(self.ca_path),
+                   CERTFLEET_API_KEY=api_key or self.api_key)
         completed = subprocess.run([str(BIN / "certfleet"), "--json", *args], env=env, capture_output=True,
                                    text=True, timeout=60)
         if completed.returncode != 0:

@@ -29,6 +29,8 @@ from .storage import StorageError
 __all__ = ["main"]
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+REASONS = ["unspecified", "key-compromise", "ca-compromise", "affiliation-changed", "superseded",
+           "cessation-of-operation", "certificate-hold", "privilege-withdrawn", "aa-compromise"]
 
 
 def duration(text: str) -> int:
@@ -97,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--san", action="append", default=[])
     create.add_argument("--agent", required=True)
     create.add_argument("--profile", default="default")
+    create.add_argument("--tag", action="append", default=[])
     create.add_argument("--key-type", choices=[k.value for k in KeyType], default=KeyType.EC_P256.value)
     create.add_argument("--lifetime", type=duration, default=90 * 86400)
     create.add_argument("--target-dir", required=True, help="directory for the file target")
@@ -109,11 +112,66 @@ def _parser() -> argparse.ArgumentParser:
     show = certificates.add_parser("show")
     show.add_argument("certificate_id")
 
+    revoke = certificates.add_parser("revoke", help="revoke every unexpired version")
+    revoke.add_argument("certificate_id")
+    revoke.add_argument("--reason", default="unspecified", choices=REASONS)
+    bulk = certificates.add_parser("revoke-bulk", help="revoke everything matching a filter")
+    bulk.add_argument("--reason", default="unspecified", choices=REASONS)
+    for name in ("issuer", "profile", "agent", "tag"):
+        bulk.add_argument(f"--{name}")
+
     profiles = commands.add_parser("profiles", help="certificate profiles").add_subparsers(dest="action", required=True)
     profiles.add_parser("list")
-    profile_create = profiles.add_parser("create")
-    profile_create.add_argument("name")
-    profile_create.add_argument("--issuer", default="issuing")
+    profile_show = profiles.add_parser("show")
+    profile_show.add_argument("profile")
+    for verb in ("create", "update"):
+        profile_edit = profiles.add_parser(verb, help=f"{verb} a profile (update replaces the whole policy)")
+        profile_edit.add_argument("name" if verb == "create" else "profile")
+        if verb == "create":
+            profile_edit.add_argument("--issuer", default="issuing")
+        profile_edit.add_argument("--key-type", action="append", choices=[k.value for k in KeyType])
+        profile_edit.add_argument("--max-lifetime", type=duration, default=398 * 86400)
+        profile_edit.add_argument("--eku", action="append",
+                                  choices=["server-auth", "client-auth", "code-signing", "email-protection"])
+        profile_edit.add_argument("--name-pattern", action="append",
+                                  help="*.example.com, **.example.com, ip:10.0.0.0/8, spiffe://td/path/*")
+        profile_edit.add_argument("--must-staple", action="store_true")
+        profile_edit.add_argument("--short-lived", action="store_true")
+        profile_edit.add_argument("--requires-approval", action="store_true")
+        profile_edit.add_argument("--approval-ttl", type=duration, default=3 * 86400)
+
+    issuers = commands.add_parser("issuers", help="the CA hierarchy").add_subparsers(dest="action", required=True)
+    issuers.add_parser("list")
+    issuer_show = issuers.add_parser("show")
+    issuer_show.add_argument("issuer")
+    root = issuers.add_parser("create-root")
+    root.add_argument("name")
+    root.add_argument("--path-length", type=int)
+    root.add_argument("--days", type=int, default=10 * 365)
+    middle = issuers.add_parser("create-intermediate")
+    middle.add_argument("name")
+    middle.add_argument("--parent", required=True)
+    middle.add_argument("--path-length", type=int, default=0)
+    middle.add_argument("--days", type=int, default=5 * 365)
+    for kind in ("permit", "exclude"):
+        for what in ("dns", "ip", "email"):
+            middle.add_argument(f"--{kind}-{what}", action="append", default=[])
+    external = issuers.add_parser("create-external", help="sub-CA mode: print a CSR for an external root")
+    external.add_argument("name")
+    imported = issuers.add_parser("import", help="import the certificate the external root signed")
+    imported.add_argument("issuer")
+    imported.add_argument("--certificate", type=Path, required=True)
+    imported.add_argument("--chain", type=Path, required=True, help="the external intermediates and root, PEM")
+    retire = issuers.add_parser("retire")
+    retire.add_argument("issuer")
+
+    approvals = commands.add_parser("approvals", help="four-eyes approval").add_subparsers(dest="action", required=True)
+    approvals_list = approvals.add_parser("list")
+    approvals_list.add_argument("--status", choices=["pending", "approved", "rejected", "expired"])
+    for verb in ("approve", "reject"):
+        decide = approvals.add_parser(verb)
+        decide.add_argument("approval_id")
+        decide.add_argument("--note", default="")
 
     keys = commands.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
     key_create = keys.add_parser("create", help="create a key (the secret is shown once)")
@@ -211,18 +269,67 @@ async def _run_api(api: ApiClient, args: argparse.Namespace) -> Any:
             target = wire.FileTarget(directory=str(Path(args.target_dir).resolve()), mode=args.mode,
                                      owner=args.owner, group=args.group, reload_command=args.reload_command)
             body = wire.CertificateCreate(common_name=args.cn, sans=args.san, agent_id=args.agent, target=target,
-                                          profile=args.profile, key_type=KeyType(args.key_type),
+                                          profile=args.profile, tags=args.tag, key_type=KeyType(args.key_type),
                                           lifetime_seconds=args.lifetime)
             return await api.call("certificates.create", body), CERTIFICATE_COLUMNS, None
         if action == "list":
             return await api.call("certificates.list"), CERTIFICATE_COLUMNS, None
+        if action == "revoke":
+            return (await api.call("certificates.revoke", wire.RevokeRequest(reason=args.reason),
+                                   certificate_id=args.certificate_id), ["certificate_id", "status", "serials"], None)
+        if action == "revoke-bulk":
+            body = wire.BulkRevokeRequest(reason=args.reason, issuer=args.issuer, profile=args.profile,
+                                          agent=args.agent, tag=args.tag)
+            return (await api.call("certificates.revoke-bulk", body)).results, \
+                ["certificate_id", "status", "serials", "detail"], None
         return (await api.call("certificates.get", certificate_id=args.certificate_id),
                 CERTIFICATE_COLUMNS + ["serial", "fingerprint_sha256"], None)
     if command == "profiles":
+        columns = ["id", "name", "issuer_id", "version", "pending_approval"]
         if action == "list":
-            return await api.call("profiles.list"), ["id", "name", "issuer_id"], None
-        return (await api.call("profiles.create", wire.ProfileCreate(name=args.name, issuer=args.issuer)),
-                ["id", "name", "issuer_id"], None)
+            return await api.call("profiles.list"), columns, None
+        if action == "show":
+            return await api.call("profiles.get", profile_id=args.profile), columns + ["policy"], None
+        policy = wire.ProfilePolicy(
+            key_types=[KeyType(k) for k in args.key_type] if args.key_type else list(KeyType),
+            max_lifetime_seconds=args.max_lifetime, ekus=args.eku or ["server-auth", "client-auth"],
+            name_patterns=args.name_pattern, must_staple=args.must_staple, short_lived=args.short_lived,
+            requires_approval=args.requires_approval, approval_ttl_seconds=args.approval_ttl)
+        if action == "create":
+            return (await api.call("profiles.create", wire.ProfileCreate(name=args.name, issuer=args.issuer,
+                                                                         policy=policy)), columns, None)
+        return (await api.call("profiles.update", wire.ProfileUpdate(policy=policy), profile_id=args.profile),
+                columns, None)
+    if command == "issuers":
+        columns = ["id", "name", "kind", "status", "parent_id", "not_after", "subject"]
+        if action == "list":
+            return await api.call("issuers.list"), columns, None
+        if action == "show":
+            return await api.call("issuers.get", issuer_id=args.issuer), columns + ["certificate_pem"], None
+        if action == "create-root":
+            body = wire.RootCreate(name=args.name, path_length=args.path_length, lifetime_days=args.days)
+            return await api.call("issuers.create-root", body), columns, None
+        if action == "create-intermediate":
+            constraints = wire.NameConstraints(
+                permitted_dns=args.permit_dns, excluded_dns=args.exclude_dns, permitted_ip=args.permit_ip,
+                excluded_ip=args.exclude_ip, permitted_email=args.permit_email, excluded_email=args.exclude_email)
+            body = wire.IntermediateCreate(name=args.name, parent=args.parent, path_length=args.path_length,
+                                           lifetime_days=args.days, name_constraints=constraints)
+            return await api.call("issuers.create-intermediate", body), columns, None
+        if action == "create-external":
+            result = await api.call("issuers.create-external", wire.ExternalSubordinateCreate(name=args.name))
+            return result, None, f"issuer {result.id} is pending; have the external root sign this CSR:\n{result.csr_pem}"
+        if action == "import":
+            body = wire.IssuerCertificateImport(certificate=args.certificate.read_text(), chain=args.chain.read_text())
+            return await api.call("issuers.import", body, issuer_id=args.issuer), columns, None
+        return await api.call("issuers.retire", issuer_id=args.issuer), columns, None
+    if command == "approvals":
+        columns = ["id", "kind", "subject_id", "status", "requested_by", "expires_at", "decided_by"]
+        if action == "list":
+            query = {"status": args.status} if args.status else None
+            return await api.call("approvals.list", query=query), columns, None
+        return (await api.call(f"approvals.{action}", wire.ApprovalDecision(note=args.note),
+                               approval_id=args.approval_id), columns, None)
     if command == "keys":
         prefix = "auth.own-keys" if args.own else "auth.keys"
         if action == "create":

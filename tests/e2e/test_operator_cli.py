@@ -1,0 +1,65 @@
+"""The operator CLI against a coordinator process: hierarchy, profiles, keys,
+grants, approvals, revocation and the audit trail."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from tests.e2e.processes import BIN, AgentHost, Coordinator, wait_until
+from tests.pki_support import openssl_root, openssl_sign_ca
+
+pytestmark = [pytest.mark.e2e, pytest.mark.parametrize("database_url", [None])]
+
+
+@pytest.fixture
+def coordinator(tmp_path, database_url):
+    process = Coordinator(tmp_path, database_url)
+    yield process
+    process.process.stop()
+
+
+def test_pki_and_access_administration_through_the_cli(coordinator, tmp_path):
+    cli = coordinator.cli
+    root = cli("issuers", "create-root", "corp-root", "--path-length", "1")
+    middle = cli("issuers", "create-intermediate", "corp-web", "--parent", root["id"], "--permit-dns", "corp.test")
+    assert middle["status"] == "active" and middle["parent_id"] == root["id"]
+    external = cli("issuers", "create-external", "enterprise")
+    ext_root, ext_key = openssl_root(tmp_path / "ext")
+    signed = tmp_path / "signed.pem"
+    signed.write_text(openssl_sign_ca(tmp_path / "ext", external["csr_pem"], ext_root, ext_key))
+    assert cli("issuers", "import", external["id"], "--certificate", str(signed), "--chain", str(ext_root))[
+        "status"] == "active"
+
+    profile = cli("profiles", "create", "web", "--issuer", "corp-web", "--key-type", "ec-p256",
+                  "--max-lifetime", "30d", "--name-pattern", "*.corp.test", "--requires-approval")
+    assert profile["policy"]["requires_approval"] and profile["policy"]["name_patterns"] == ["*.corp.test"]
+
+    bob = cli("keys", "create", "bob", "--user", "bob", "--role", "operator")
+    assert bob["token"].startswith("cfk_")
+    agent = AgentHost(tmp_path, coordinator)
+    created = cli("certificates", "create", "--cn", "app.corp.test", "--agent", agent.agent_id, "--profile", "web",
+                  "--lifetime", "7d", "--target-dir", str(tmp_path / "target"), "--tag", "edge")
+    assert created["status"] == "awaiting-approval"
+    pending = cli("approvals", "list", "--status", "pending")
+    assert [a["subject_id"] for a in pending] == [created["id"]]
+    approved = cli("approvals", "approve", pending[0]["id"], "--note", "looks right", api_key=bob["token"])
+    assert approved["status"] == "approved"
+
+    process = agent.start()
+    try:
+        wait_until(lambda: cli("certificates", "show", created["id"])["status"] == "deployed",
+                   what="the approved certificate to be deployed")
+    finally:
+        process.stop()
+    revoked = cli("certificates", "revoke-bulk", "--tag", "edge", "--reason", "key-compromise")
+    assert [(r["certificate_id"], r["status"]) for r in revoked] == [(created["id"], "revoked")]
+    events = cli("audit", "list", "--action", "approvals.approve")
+    assert events[0]["actor_id"] == bob["id"]
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CERTFLEET_")}
+    verified = subprocess.run([str(BIN / "certfleet"), "audit", "verify", "--data-dir", str(coordinator.data_dir)],
+                              env=env, capture_output=True, text=True, timeout=60)
+    assert verified.returncode == 0 and "audit chain OK" in verified.stdout, verified.stdout + verified.stderr
