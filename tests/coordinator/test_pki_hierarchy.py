@@ -142,3 +142,18 @@ async def test_a_retiring_issuer_stops_issuing_but_keeps_publishing(coordinator,
     async with httpx.AsyncClient(base_url=coordinator.coordinator.pki_url) as http:
         crl = await http.get(f"/.well-known/pki/crl/{root.id}")
     assert crl.status_code == 200 and crl.headers["content-type"] == "application/pkix-crl"
+
+
+async def test_retirement_completes_when_the_last_certificate_expires(coordinator, tmp_path):
+    import time
+
+    api, _ = await admin_client(coordinator)
+    agent = await enroll_agent(api, coordinator, tmp_path / "agent")
+    root = await api.call("issuers.create-root", wire.RootCreate(name="brief-root"))
+    await api.call("profiles.create", wire.ProfileCreate(name="brief", issuer=root.id))
+    await issue_through_agent(api, agent, ["b.example.test"], tmp_path / "t", profile="brief", lifetime_seconds=3600)
+    assert (await api.call("issuers.retire", issuer_id=root.id)).status == "retiring"
+    assert await coordinator.coordinator.finish_drained_retirements() == []
+    coordinator.coordinator._clock = lambda: time.time() + 7200
+    assert await coordinator.coordinator.finish_drained_retirements() == [root.id]
+    assert (await api.call("issuers.get", issuer_id=root.id)).status == "retired"

@@ -51,11 +51,12 @@ MAINTENANCE_INTERVAL = 1.0
 
 async def _maintenance(coordinator: Coordinator) -> None:
     """Periodic upkeep: CRLs that are due (debounced after revocations, refreshed
-    before they go stale), approvals that expired."""
+    before they go stale), approvals that expired, retirements that drained."""
     while True:
         try:
             await coordinator.refresh_crls()
             await coordinator.expire_pending_approvals()
+            await coordinator.finish_drained_retirements()
         except Exception:  # keep the loop alive; the next round retries
             log.exception("maintenance round failed")
         await trio.sleep(MAINTENANCE_INTERVAL)

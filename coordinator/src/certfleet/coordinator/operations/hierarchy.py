@@ -190,6 +190,20 @@ class HierarchyOperations(CoordinatorBase):
 
         return issuer_info(await self.database.transact(activate))
 
+    async def finish_drained_retirements(self) -> list[str]:
+        """Retiring issuers whose last certificate expired become retired: nothing is
+        left for relying parties to check. Returns their ids."""
+
+        def finish(tx: Tx) -> list[str]:
+            issuers, done = Issuers(tx), []
+            for row in issuers.list():
+                if row["status"] == "retiring" and not Certificates(tx).live_count_for_issuer(row["id"], self.now()):
+                    issuers.set_status(row["id"], "retired", self.now())
+                    done.append(row["id"])
+            return done
+
+        return await self.database.transact(finish)
+
     async def issuers_retire(self, call: Call) -> wire.IssuerInfo:
         def retire(tx: Tx) -> dict[str, Any]:
             issuers = Issuers(tx)
