@@ -23,6 +23,7 @@ demo: $(VENV)/.installed
 	$(BIN)/certfleet demo $(DEMO_ARGS)
 
 test: $(VENV)/.installed
+	$(BIN)/ruff check shared agent coordinator tests
 	scripts/ensure-system-packages.sh
 	scripts/ensure-postgres.sh
 	CERTFLEET_TEST_POSTGRES_URL=$(POSTGRES_URL) CERTFLEET_REQUIRE_POSTGRES=1 \

@@ -10,10 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from certfleet.coordinator import storage
+from certfleet.coordinator.client import ApiError
 from certfleet.shared import wire
 from certfleet.shared.api import OPERATIONS
+
 from tests.support import admin_client, enroll_agent, key_with_roles, raw_client
 
 CLI = str(Path(sys.executable).with_name("certfleet"))
@@ -108,7 +109,7 @@ async def test_refusals_are_audited_without_secrets(coordinator):
     wrong = "cfk_aaaaaaaaaaaaaaaa_" + "s" * 43
     async with raw_client(coordinator) as http:
         assert (await http.get("/api/v1/agents", headers={"Authorization": f"Bearer {wrong}"})).status_code == 401
-    with pytest.raises(Exception):
+    with pytest.raises(ApiError):
         await viewer.call("agents.enrollment-token.create", wire.EnrollmentTokenCreate())
     events = await _events(coordinator)
     outcomes = [(e["action"], e["outcome"]) for e in events]

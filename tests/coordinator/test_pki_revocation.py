@@ -8,11 +8,12 @@ import urllib.parse
 
 import httpx
 import pytest
+from certfleet.coordinator.client import ApiError
+from certfleet.shared import wire
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
-from certfleet.shared import wire
 from tests.pki_support import issue_through_agent, run_openssl, run_openssl_async
 from tests.support import admin_client, enroll_agent
 
@@ -181,5 +182,6 @@ async def test_bulk_revoke_by_tag_reports_each_certificate(coordinator, tmp_path
     again = await api.call("certificates.revoke-bulk", wire.BulkRevokeRequest(tag="edge"))
     assert {r.status for r in again.results} == {"already-revoked"}
     assert (await api.call("certificates.get", certificate_id=untagged.id)).status == "deployed"
-    with pytest.raises(Exception):
+    with pytest.raises(ApiError) as refused:
         await api.call("certificates.revoke-bulk", wire.BulkRevokeRequest())
+    assert refused.value.status == 400

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric import ed25519
-
 from certfleet.shared import jws
+from certfleet.shared.paths import state_dir
 from certfleet.shared.pki import load_private_key, private_key_pem
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from .files import write_atomic
 
@@ -19,12 +18,7 @@ __all__ = ["AgentConfig", "AgentPaths", "default_agent_dir"]
 
 def default_agent_dir() -> Path:
     """``CERTFLEET_AGENT_DIR``; else ``/var/lib/certfleet-agent`` for root, else XDG."""
-    if value := os.environ.get("CERTFLEET_AGENT_DIR"):
-        return Path(value)
-    if os.geteuid() == 0:
-        return Path("/var/lib/certfleet-agent")
-    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(xdg) / "certfleet-agent"
+    return state_dir("CERTFLEET_AGENT_DIR", "certfleet-agent")
 
 
 @dataclass(frozen=True)

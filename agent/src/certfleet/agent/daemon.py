@@ -8,7 +8,6 @@ import random
 import httpx
 import msgspec
 import trio
-
 from certfleet.shared import wire
 
 from .client import CoordinatorClient, CoordinatorError

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -85,8 +84,8 @@ async def verify_chain(database: Database, *, page: int = 5000) -> ChainReport:
     """Walk the chain from the first event; stop at the first that does not fit."""
     expected_prev, expected_id, count = GENESIS, 1, 0
     while True:
-        rows = await database.transact(lambda tx: tx.all(
-            "SELECT * FROM audit_events WHERE id >= ? ORDER BY id LIMIT ?", (expected_id, page)))
+        rows = await database.transact(lambda tx, first=expected_id: tx.all(
+            "SELECT * FROM audit_events WHERE id >= ? ORDER BY id LIMIT ?", (first, page)))
         for row in rows:
             if row["id"] != expected_id:
                 return ChainReport(count, row["id"], f"event {row['id']} follows a missing event {expected_id}")

@@ -17,7 +17,6 @@ from typing import Any
 import httpx
 import msgspec
 import trio
-
 from certfleet.shared import wire
 from certfleet.shared.pki import KeyType
 

@@ -8,7 +8,6 @@ from typing import Any
 
 import httpx
 import msgspec
-
 from certfleet.shared import wire
 from certfleet.shared.api import operation
 

@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import trio
-from cryptography.hazmat.primitives import serialization
-
 from certfleet.shared import agent_token, jws
+from cryptography.hazmat.primitives import serialization
 
 from . import audit, credentials, errors, ratelimit
 from .ca.registry import Authorities

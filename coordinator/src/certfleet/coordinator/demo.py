@@ -18,9 +18,8 @@ import sys
 from pathlib import Path
 
 import trio
-from cryptography.hazmat.primitives import serialization
-
 from certfleet.shared import wire
+from cryptography.hazmat.primitives import serialization
 
 from .client import ApiClient, ApiError
 from .server import Running, run_coordinator

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-
 from certfleet.shared.agent_token import AUTH_SCHEME
 from certfleet.shared.api import OPERATIONS, Auth
 

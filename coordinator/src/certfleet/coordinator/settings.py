@@ -6,17 +6,14 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from certfleet.shared.paths import state_dir
+
 __all__ = ["Settings", "default_data_dir"]
 
 
 def default_data_dir() -> Path:
     """``CERTFLEET_DATA_DIR``; else ``/var/lib/certfleet`` for root, the XDG data dir otherwise."""
-    if value := os.environ.get("CERTFLEET_DATA_DIR"):
-        return Path(value)
-    if os.geteuid() == 0:
-        return Path("/var/lib/certfleet")
-    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(xdg) / "certfleet"
+    return state_dir("CERTFLEET_DATA_DIR", "certfleet")
 
 
 @dataclass(frozen=True)

@@ -5,4 +5,4 @@ Modules: :mod:`pki` (keys, CSRs, certificates), :mod:`jws` (typed EdDSA JWTs),
 :mod:`wire` (messages), :mod:`api` (the operation catalogue).
 """
 
-__all__ = ["agent_token", "api", "jws", "pki", "wire", "workorder"]
+__all__ = ["agent_token", "api", "jws", "paths", "pki", "wire", "workorder"]

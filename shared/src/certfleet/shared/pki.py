@@ -27,6 +27,7 @@ __all__ = [
     "ParsedCsr",
     "build_csr",
     "certificate_fingerprint",
+    "general_name",
     "generate_private_key",
     "key_type_of",
     "load_certificates",
@@ -164,7 +165,8 @@ def normalize_names(names: Iterable[str]) -> tuple[str, ...]:
     return tuple(result)
 
 
-def _general_name(name: str) -> x509.GeneralName:
+def general_name(name: str) -> x509.GeneralName:
+    """The subjectAltName entry for a canonical name: DNS, IP address or SPIFFE URI."""
     if name.startswith("spiffe://"):
         return x509.UniformResourceIdentifier(name)
     try:
@@ -187,7 +189,7 @@ def build_csr(key: PrivateKey, names: Sequence[str]) -> bytes:
         x509.CertificateSigningRequestBuilder()
         .subject_name(x509.Name(subject))
         .add_extension(
-            x509.SubjectAlternativeName([_general_name(n) for n in names]), critical=False
+            x509.SubjectAlternativeName([general_name(n) for n in names]), critical=False
         )
     )
     return builder.sign(key, algorithm).public_bytes(serialization.Encoding.PEM)

@@ -22,7 +22,6 @@ import stat
 from pathlib import Path
 
 import trio
-
 from certfleet.shared.wire import FileTarget
 
 from ..commands import run_argv

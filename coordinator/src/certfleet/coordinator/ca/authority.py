@@ -17,12 +17,11 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from certfleet.shared.pki import PrivateKey, PublicKey, general_name, normalize_names
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-from certfleet.shared.pki import PrivateKey, PublicKey, normalize_names
 
 __all__ = [
     "CertificateAuthority",
@@ -31,7 +30,6 @@ __all__ = [
     "NameConstraintsSpec",
     "build_ca_csr",
     "create_root",
-    "general_name",
 ]
 
 # Certificates start slightly in the past so a relying party whose clock lags does
@@ -57,13 +55,9 @@ def ca_name(common_name: str) -> x509.Name:
     ])
 
 
-def general_name(name: str) -> x509.GeneralName:
-    if name.startswith("spiffe://"):
-        return x509.UniformResourceIdentifier(name)
-    try:
-        return x509.IPAddress(ipaddress.ip_address(name))
-    except ValueError:
-        return x509.DNSName(name)
+def _crl_distribution(url: str) -> x509.CRLDistributionPoints:
+    return x509.CRLDistributionPoints([x509.DistributionPoint(
+        full_name=[x509.UniformResourceIdentifier(url)], relative_name=None, reasons=None, crl_issuer=None)])
 
 
 def signature_hash(key: PrivateKey) -> hashes.HashAlgorithm | None:
@@ -160,9 +154,7 @@ class CertificateAuthority:
             .add_extension(self._aki(), critical=False)
         )
         if options.crl_url:
-            builder = builder.add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
-                full_name=[x509.UniformResourceIdentifier(options.crl_url)], relative_name=None, reasons=None,
-                crl_issuer=None)]), critical=False)
+            builder = builder.add_extension(_crl_distribution(options.crl_url), critical=False)
         access = []
         if options.ocsp_url:
             access.append(x509.AccessDescription(x509.AuthorityInformationAccessOID.OCSP,
@@ -199,9 +191,7 @@ class CertificateAuthority:
         if constraints is not None and (extension := constraints.extension()) is not None:
             builder = builder.add_extension(extension, critical=True)
         if crl_url:
-            builder = builder.add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
-                full_name=[x509.UniformResourceIdentifier(crl_url)], relative_name=None, reasons=None,
-                crl_issuer=None)]), critical=False)
+            builder = builder.add_extension(_crl_distribution(crl_url), critical=False)
         return builder.sign(self.key, signature_hash(self.key))  # type: ignore[arg-type]
 
     def create_subordinate(self, common_name: str, *, now: float, lifetime_days: int = 5 * 365,

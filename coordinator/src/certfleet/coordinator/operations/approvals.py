@@ -10,7 +10,6 @@ import json
 from typing import Any
 
 import msgspec
-
 from certfleet.shared import wire
 
 from .. import errors

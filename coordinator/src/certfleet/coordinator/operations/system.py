@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import msgspec
-
 from certfleet.shared import wire
 
 from .. import audit
@@ -41,7 +40,8 @@ class SystemOperations(CoordinatorBase):
             after = 0
             while True:
                 rows = await self.database.transact(
-                    lambda tx: audit.query(tx, after=after, limit=EXPORT_BATCH, since_ms=since, until_ms=until))
+                    lambda tx, after=after: audit.query(tx, after=after, limit=EXPORT_BATCH, since_ms=since,
+                                                        until_ms=until))
                 if not rows:
                     return
                 yield b"".join(msgspec.json.encode(audit.as_wire(r)) + b"\n" for r in rows)
