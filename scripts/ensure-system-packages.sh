@@ -4,6 +4,7 @@ set -euo pipefail
 
 missing=()
 command -v openssl >/dev/null || missing+=(openssl)
+command -v curl >/dev/null || missing+=(curl)
 command -v pg_isready >/dev/null || missing+=(postgresql-client)
 
 if [ ${#missing[@]} -gt 0 ]; then

@@ -11,10 +11,10 @@ import logging
 import time
 
 import pytest
+
 from certfleet.coordinator.storage import WorkOrders
 from certfleet.shared import wire
 from certfleet.shared.workorder import OrderKind, sign_work_order
-
 from tests.support import admin_client, enroll_agent
 
 

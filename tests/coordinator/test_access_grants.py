@@ -6,11 +6,11 @@ import time
 
 import pytest
 import trio
+
 from certfleet.agent.client import CoordinatorError
 from certfleet.coordinator.client import ApiClient, ApiError
 from certfleet.shared import wire
 from certfleet.shared.pki import KeyType, build_csr, generate_private_key
-
 from tests.support import BOOTSTRAP_TOKEN, admin_client, enroll_agent, key_with_roles, raw_client
 
 

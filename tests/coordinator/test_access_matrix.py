@@ -7,11 +7,11 @@ from __future__ import annotations
 import time
 
 import pytest
+
 from certfleet.coordinator.rbac import BUILTIN_ROLES
 from certfleet.shared import wire
 from certfleet.shared.agent_token import AUTH_SCHEME, sign_request_token
 from certfleet.shared.api import OPERATIONS, Auth
-
 from tests.support import admin_client, enroll_agent, key_with_roles, raw_client
 
 GATED = [op for op in OPERATIONS if op.auth is not Auth.PUBLIC]

@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from certfleet.coordinator import storage
 from certfleet.coordinator.client import ApiError
 from certfleet.shared import wire
 from certfleet.shared.api import OPERATIONS
-
 from tests.support import admin_client, enroll_agent, key_with_roles, raw_client
 
 CLI = str(Path(sys.executable).with_name("certfleet"))

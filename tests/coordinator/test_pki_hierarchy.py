@@ -5,14 +5,14 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from certfleet.coordinator.ca.authority import build_ca_csr
-from certfleet.coordinator.client import ApiError
-from certfleet.shared import wire
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from certfleet.coordinator.ca.authority import build_ca_csr
+from certfleet.coordinator.client import ApiError
+from certfleet.shared import wire
 from tests.pki_support import issue_through_agent, openssl_root, openssl_sign_ca, run_openssl
 from tests.support import admin_client, enroll_agent
 

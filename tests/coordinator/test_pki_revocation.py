@@ -8,12 +8,12 @@ import urllib.parse
 
 import httpx
 import pytest
-from certfleet.coordinator.client import ApiError
-from certfleet.shared import wire
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
+from certfleet.coordinator.client import ApiError
+from certfleet.shared import wire
 from tests.pki_support import issue_through_agent, run_openssl, run_openssl_async
 from tests.support import admin_client, enroll_agent
 

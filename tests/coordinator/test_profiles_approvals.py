@@ -6,10 +6,10 @@ from __future__ import annotations
 import time
 
 import pytest
+
 from certfleet.coordinator.client import ApiError
 from certfleet.shared import wire
 from certfleet.shared.pki import KeyType
-
 from tests.support import admin_client, enroll_agent, key_with_roles
 
 

@@ -8,10 +8,11 @@ from typing import Any
 
 import httpx
 import msgspec
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
 from certfleet.shared import wire
 from certfleet.shared.agent_token import AUTH_SCHEME, sign_request_token
 from certfleet.shared.api import operation
-from cryptography.hazmat.primitives.asymmetric import ed25519
 
 __all__ = ["CoordinatorClient", "CoordinatorError", "pinned_context"]
 

@@ -6,10 +6,11 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
 from certfleet.shared import jws
 from certfleet.shared.paths import state_dir
 from certfleet.shared.pki import load_private_key, private_key_pem
-from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from .files import write_atomic
 

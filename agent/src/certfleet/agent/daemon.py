@@ -8,6 +8,7 @@ import random
 import httpx
 import msgspec
 import trio
+
 from certfleet.shared import wire
 
 from .client import CoordinatorClient, CoordinatorError

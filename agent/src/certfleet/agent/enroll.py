@@ -14,12 +14,13 @@ import socket
 from dataclasses import dataclass
 
 import httpx
-from certfleet.shared import jws, wire
-from certfleet.shared.api import operation
-from certfleet.shared.pki import certificate_fingerprint
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from certfleet.shared import jws, wire
+from certfleet.shared.api import operation
+from certfleet.shared.pki import certificate_fingerprint
 
 from .client import CoordinatorClient
 from .config import AgentConfig, AgentPaths, save_identity

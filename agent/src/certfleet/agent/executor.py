@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable
 
 import msgspec
+from cryptography import x509
+
 from certfleet.shared import wire
 from certfleet.shared.api import operation
 from certfleet.shared.pki import (
@@ -34,7 +36,6 @@ from certfleet.shared.pki import (
     public_key_matches,
 )
 from certfleet.shared.workorder import VerifiedOrder, WorkOrderRefused, verify_work_order
-from cryptography import x509
 
 from .client import CoordinatorClient, CoordinatorError
 from .config import AgentConfig

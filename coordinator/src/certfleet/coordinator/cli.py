@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import msgspec
 import trio
+
 from certfleet.shared import wire
 from certfleet.shared.pki import KeyType
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import msgspec
+
 from certfleet.shared import wire
 from certfleet.shared.api import operation
 

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import trio
-from certfleet.shared import agent_token, jws
 from cryptography.hazmat.primitives import serialization
+
+from certfleet.shared import agent_token, jws
 
 from . import audit, credentials, errors, ratelimit
 from .ca.registry import Authorities

@@ -18,8 +18,9 @@ import sys
 from pathlib import Path
 
 import trio
-from certfleet.shared import wire
 from cryptography.hazmat.primitives import serialization
+
+from certfleet.shared import wire
 
 from .client import ApiClient, ApiError
 from .server import Running, run_coordinator

@@ -19,12 +19,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import msgspec
-from certfleet.shared import wire
-from certfleet.shared.agent_token import AUTH_SCHEME
-from certfleet.shared.api import OPERATIONS, Auth, Operation
 from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
+
+from certfleet.shared import wire
+from certfleet.shared.agent_token import AUTH_SCHEME
+from certfleet.shared.api import OPERATIONS, Auth, Operation
 
 from . import errors, storage
 from .core import Call, RawResponse
@@ -58,6 +59,10 @@ def _problem(error: errors.CertfleetError) -> Response:
         response.headers["WWW-Authenticate"] = f'Bearer realm="certfleet", {AUTH_SCHEME} realm="certfleet"'
     if status == 429:
         response.headers["Retry-After"] = str(error.extra.get("retry_after", 60))
+    if status == 413:
+        # The rest of the body is never read, so this connection cannot carry another
+        # request; say so, or a client would reuse it and fail.
+        response.headers["Connection"] = "close"
     return response
 
 

@@ -21,11 +21,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from certfleet.shared import jws, wire
-from certfleet.shared.pki import KeyType, generate_private_key, load_private_key, private_key_pem
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from certfleet.shared import jws, wire
+from certfleet.shared.pki import KeyType, generate_private_key, load_private_key, private_key_pem
 
 from . import credentials
 from .ca.authority import CertificateAuthority, create_root

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+
 from certfleet.shared.agent_token import AUTH_SCHEME
 from certfleet.shared.api import OPERATIONS, Auth
 

@@ -85,6 +85,10 @@ async def run_coordinator(
         coordinator = Coordinator(database, keys, work_order_ttl=settings.work_order_ttl)
         config = TLS13Config()
         config.bind = [settings.listen]
+        # HTTP/1.1 only: nothing here needs HTTP/2, and hypercorn's HTTP/2 stream
+        # handling fails the whole server when a client keeps sending a body the
+        # application already refused (an oversized upload).
+        config.alpn_protocols = ["http/1.1"]
         config.certfile, config.keyfile = str(cert_path), str(key_path)
         config.accesslog = None
         config.errorlog = logging.getLogger("hypercorn.error")

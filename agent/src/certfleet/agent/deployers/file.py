@@ -22,6 +22,7 @@ import stat
 from pathlib import Path
 
 import trio
+
 from certfleet.shared.wire import FileTarget
 
 from ..commands import run_argv

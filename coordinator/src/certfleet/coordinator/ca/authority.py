@@ -17,11 +17,12 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from certfleet.shared.pki import PrivateKey, PublicKey, general_name, normalize_names
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from certfleet.shared.pki import PrivateKey, PublicKey, general_name, normalize_names
 
 __all__ = [
     "CertificateAuthority",

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from certfleet.shared.pki import load_private_key
 from cryptography import x509
+
+from certfleet.shared.pki import load_private_key
 
 from ..secretbox import MasterKey
 from .authority import CertificateAuthority

@@ -12,10 +12,11 @@ import json
 from typing import Any
 
 import trio
+from cryptography.hazmat.primitives import serialization
+
 from certfleet.shared import wire
 from certfleet.shared.pki import CsrError, certificate_fingerprint, parse_csr
 from certfleet.shared.workorder import OrderKind
-from cryptography.hazmat.primitives import serialization
 
 from .. import errors
 from ..core import Call, CoordinatorBase

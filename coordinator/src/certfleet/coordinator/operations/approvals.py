@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 import msgspec
+
 from certfleet.shared import wire
 
 from .. import errors

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import msgspec
+
 from certfleet.shared import wire
 from certfleet.shared.pki import KeyType
 from certfleet.shared.workorder import OrderKind, sign_work_order

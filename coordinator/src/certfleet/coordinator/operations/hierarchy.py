@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from certfleet.shared import wire
-from certfleet.shared.pki import private_key_pem
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
+
+from certfleet.shared import wire
+from certfleet.shared.pki import private_key_pem
 
 from .. import errors
 from ..ca.authority import NameConstraintsSpec, build_ca_csr, create_root

@@ -7,9 +7,10 @@ import binascii
 import urllib.parse
 from typing import Any
 
-from certfleet.shared.pki import private_key_pem
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+
+from certfleet.shared.pki import private_key_pem
 
 from .. import errors
 from ..ca import ocsp

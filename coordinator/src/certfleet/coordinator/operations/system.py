@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import msgspec
+
 from certfleet.shared import wire
 
 from .. import audit
