@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
@@ -122,13 +122,15 @@ def normalize_name(name: str) -> str:
         raise NameError_(f"invalid name {name!r}")
     if name.startswith("spiffe://"):
         return _normalize_spiffe(name)
-    if len(name) > 253:
+    if len(name) > 253 or not name.isascii():
+        # Non-ASCII would need IDNA (A-labels); some characters even lower-case to
+        # ASCII (KELVIN SIGN → "k") and would pass as another name.
         raise NameError_(f"invalid name {name!r}")
     try:
         return str(ipaddress.ip_address(name))
     except ValueError:
         pass
-    lowered = name.lower().rstrip(".")
+    lowered = name.lower().removesuffix(".")
     labels = lowered.split(".")
     for position, label in enumerate(labels):
         if label == "*" and position == 0 and len(labels) > 2:
@@ -214,14 +216,15 @@ def parse_csr(pem: str | bytes, *, max_bytes: int = 64 * 1024) -> ParsedCsr:
         raise CsrError(f"CSR larger than {max_bytes} bytes")
     try:
         csr = x509.load_pem_x509_csr(data)
-    except ValueError as exc:
+    except (ValueError, x509.InvalidVersion) as exc:
         raise CsrError("CSR is not a valid PEM-encoded PKCS#10 request") from exc
     try:
-        if not csr.is_signature_valid:
-            raise CsrError("CSR signature does not verify")
         key_type = key_type_of(csr.public_key())
-    except (ValueError, InvalidSignature, TypeError) as exc:
-        raise CsrError(str(exc) or "CSR key is not usable") from exc
+        signature_valid = csr.is_signature_valid
+    except (ValueError, InvalidSignature, TypeError, UnsupportedAlgorithm) as exc:
+        raise CsrError(f"CSR key is not usable: {exc}" if str(exc) else "CSR key is not usable") from exc
+    if not signature_valid:
+        raise CsrError("CSR signature does not verify")
     names: set[str] = set()
     try:
         common_names = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
@@ -246,9 +249,11 @@ def parse_csr(pem: str | bytes, *, max_bytes: int = 64 * 1024) -> ParsedCsr:
                     raise CsrError(
                         f"CSR requests an unsupported name type {type(general_name).__name__}"
                     )
+    except CsrError:
+        raise
     except NameError_ as exc:
         raise CsrError(str(exc)) from exc
-    except ValueError as exc:
+    except (ValueError, UnsupportedAlgorithm) as exc:
         raise CsrError(f"CSR extensions are malformed: {exc}") from exc
     if not names:
         raise CsrError("CSR names no subject (no CN and no subjectAltName)")
