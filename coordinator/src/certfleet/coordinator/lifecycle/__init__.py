@@ -1,0 +1,1 @@
+"""The certificate lifecycle: when to renew, and the jobs that do it."""
