@@ -140,6 +140,7 @@ async def test_every_successful_mutation_is_audited_under_its_operation_name(coo
     await admin.call("auth.grants.revoke", grant_id=grant.id)
     await admin.call("auth.roles.delete", role="reader")
     await admin.call("profiles.create", wire.ProfileCreate(name="life"))
+    await admin.call("renewal-policies.create", wire.RenewalPolicyCreate(name="half", fraction=0.5))
     created = await admin.call("certificates.create", wire.CertificateCreate(
         common_name="life.example.test", agent_id=agent.config.agent_id,
         target=wire.FileTarget(directory=str(tmp_path / "t"))))

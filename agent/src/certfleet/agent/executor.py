@@ -122,7 +122,7 @@ class Executor:
         assert row is not None
         status = OrderState(row["status"])
         if status is OrderState.RECEIVED:
-            self.keystore.key_for_order(order.id, payload.key_type)
+            self.keystore.key_for_order(order.id, payload.key_type, reuse_from=payload.reuse_key_of)
             status = self.state.transition(order.id, OrderEvent.KEY_GENERATED)
         key = self.keystore.load(order.id)
         if status is OrderState.KEY_READY:

@@ -23,13 +23,19 @@ class KeyStore:
             raise ValueError(f"unsafe order id {order_id!r}")
         return self.root / f"{order_id}.key"
 
-    def key_for_order(self, order_id: str, key_type: KeyType) -> PrivateKey:
-        """The order's key: generated once, then loaded again on every retry."""
+    def key_for_order(self, order_id: str, key_type: KeyType, *, reuse_from: str | None = None) -> PrivateKey:
+        """The order's key: generated once (or taken over from ``reuse_from``, an
+        earlier order, when the renewal policy opts into key reuse), then loaded
+        again on every retry."""
         path = self.path_for(order_id)
         if path.exists():
             return load_private_key(path.read_bytes())
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        key = generate_private_key(key_type)
+        previous = self.path_for(reuse_from) if reuse_from else None
+        if previous is not None and previous.exists():
+            key = load_private_key(previous.read_bytes())
+        else:
+            key = generate_private_key(key_type)
         write_atomic(path, private_key_pem(key), mode=0o600)
         return key
 

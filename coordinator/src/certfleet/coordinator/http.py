@@ -106,7 +106,7 @@ async def _read_body(op: Operation) -> tuple[Any, str]:
         return data, digest
     try:
         return wire.decode(data, op.input), digest
-    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise errors.BadRequest(f"invalid request body: {exc}", slug="invalid-body") from exc
 
 
@@ -147,7 +147,7 @@ def _view(op: Operation, handler: Handler, coordinator: Coordinator, limiter: Au
                                                 if k.lower() in _HANDLER_HEADERS})
             result = await handler(call)
         except storage.NotFound as exc:
-            return _problem(errors.NotFound(f"{exc} does not exist"))
+            return await _refused(call, errors.NotFound(f"{exc} does not exist"))
         except storage.Conflict:
             return await _refused(call, errors.Conflict("conflicts with an existing resource"))
         except HTTPException as exc:

@@ -51,12 +51,13 @@ MAINTENANCE_INTERVAL = 1.0
 
 async def _maintenance(coordinator: Coordinator) -> None:
     """Periodic upkeep: CRLs that are due (debounced after revocations, refreshed
-    before they go stale), approvals that expired, retirements that drained."""
+    before they go stale), approvals that expired, retirements that drained, renewals that are due."""
     while True:
         try:
             await coordinator.refresh_crls()
             await coordinator.expire_pending_approvals()
             await coordinator.finish_drained_retirements()
+            await coordinator.start_due_renewals()
         except Exception:  # keep the loop alive; the next round retries
             log.exception("maintenance round failed")
         await trio.sleep(MAINTENANCE_INTERVAL)

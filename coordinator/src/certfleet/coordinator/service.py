@@ -11,10 +11,10 @@ from __future__ import annotations
 from .core import Call
 from .operations.access import AccessOperations
 from .operations.agent import MAX_POLL_WAIT, AgentOperations
-from .operations.approvals import ApprovalOperations
 from .operations.fleet import FleetOperations
 from .operations.hierarchy import HierarchyOperations
 from .operations.pki import PkiOperations
+from .operations.renewal import RenewalOperations
 from .operations.revocation import RevocationOperations
 from .operations.system import SystemOperations
 
@@ -25,6 +25,6 @@ def handler_name(operation_name: str) -> str:
     return operation_name.replace(".", "_").replace("-", "_")
 
 
-class Coordinator(AccessOperations, FleetOperations, ApprovalOperations, HierarchyOperations, RevocationOperations,
+class Coordinator(AccessOperations, FleetOperations, RenewalOperations, HierarchyOperations, RevocationOperations,
                   PkiOperations, AgentOperations, SystemOperations):
     pass

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -124,15 +125,21 @@ def verify(
     for name, kind in (("exp", (int, float)), ("iat", (int, float)), ("jti", str)):
         if not isinstance(claims.get(name), kind) or isinstance(claims.get(name), bool):
             raise TokenError("malformed", f"claim {name!r} is missing or mistyped")
+    nbf = claims.get("nbf", claims["iat"])
+    for name, value in (("exp", claims["exp"]), ("iat", claims["iat"]), ("nbf", nbf)):
+        # NaN compares false with everything and would pass every time check.
+        if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+            raise TokenError("malformed", f"claim {name!r} is not a finite number")
     if audience is not None and claims.get("aud") != audience:
         raise TokenError("audience", f"token is addressed to {claims.get('aud')!r}")
     if issuer is not None and claims.get("iss") != issuer:
         raise TokenError("issuer", f"token was issued by {claims.get('iss')!r}")
     if now > claims["exp"] + leeway:
         raise TokenError("expired", "token has expired")
-    nbf = claims.get("nbf", claims["iat"])
-    if not isinstance(nbf, int | float) or now + leeway < nbf:
+    if now + leeway < nbf or now + leeway < claims["iat"]:
         raise TokenError("not-yet-valid", "token is not valid yet")
-    if max_lifetime is not None and claims["exp"] - claims["iat"] > max_lifetime:
+    # Measured from the earliest moment the token claims to be usable, so a late
+    # ``iat`` cannot stretch a token past the limit.
+    if max_lifetime is not None and claims["exp"] - min(nbf, claims["iat"]) > max_lifetime:
         raise TokenError("lifetime", f"token lifetime exceeds {max_lifetime:.0f}s")
     return claims

@@ -16,6 +16,8 @@ import msgspec
 from .pki import KeyType, NameError_, normalize_names
 
 __all__ = [
+    "RenewalPolicyInfo",
+    "RenewalPolicyCreate",
     "RootCreate",
     "RevokeResult",
     "RevokeRequest",
@@ -134,6 +136,8 @@ class IssueOrder(Message):
     names: list[str]
     key_type: KeyType
     target: Target
+    reuse_key_of: str | None = None
+    """Renew with the key of this earlier order instead of a new one (opt-in)."""
 
 
 # --- enrollment and authentication -------------------------------------------------
@@ -195,6 +199,8 @@ class CertificateCreate(Message):
     agent_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     target: Target
     profile: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "default"
+    renewal_policy: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    """Default: renew at two thirds of the lifetime, with a new key."""
     tags: Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=64)]], msgspec.Meta(max_length=32)] = []
     sans: Annotated[list[Name], msgspec.Meta(max_length=99)] = []
     key_type: KeyType = KeyType.EC_P256
@@ -228,6 +234,8 @@ class CertificateInfo(Message):
     last_error: str | None = None
     tags: list[str] = []
     revoked_at: int | None = None
+    renew_at: int | None = None
+    renewal_policy_id: str | None = None
 
 
 class Delivery(Message):
@@ -507,6 +515,30 @@ class ApprovalInfo(Message):
     expires_at: int
     decided_by: str | None = None
     decision_note: str | None = None
+
+
+class RenewalPolicyCreate(Message):
+    """Renew at ``fraction`` of the lifetime, or ``lead_seconds`` before expiry."""
+
+    name: Identifier
+    fraction: Annotated[float, msgspec.Meta(ge=1 / 3, le=0.9)] | None = 2 / 3
+    lead_seconds: Annotated[int, msgspec.Meta(gt=0)] | None = None
+    jitter: Annotated[float, msgspec.Meta(ge=0, le=0.1)] = 0.05
+    reuse_key: bool = False
+
+    def validate(self) -> None:
+        if (self.fraction is None) == (self.lead_seconds is None):
+            raise msgspec.ValidationError("set either fraction or lead_seconds (fraction to null)")
+
+
+class RenewalPolicyInfo(Message):
+    id: str
+    name: str
+    jitter: float
+    reuse_key: bool
+    created_at: int
+    fraction: float | None = None
+    lead_seconds: int | None = None
 
 
 class ApprovalDecision(Message):

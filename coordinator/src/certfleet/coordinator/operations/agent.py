@@ -135,6 +135,8 @@ class AgentOperations(CoordinatorBase):
                 succeeded = body.status == "succeeded"
                 Certificates(tx).set_status(order["certificate_id"], "deployed" if succeeded else "failed",
                                             now, None if succeeded else body.detail)
+                if succeeded:
+                    self.schedule_renewal(tx, order["certificate_id"])
             self.record(tx, call, resource_type="work-order", resource_id=order_id,
                         outcome="success" if body.status == "succeeded" else "failed",
                         details={"fingerprint_sha256": body.fingerprint_sha256, "detail": body.detail[:512]})

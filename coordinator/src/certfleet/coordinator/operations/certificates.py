@@ -29,7 +29,8 @@ def certificate_info(row: dict[str, Any]) -> wire.CertificateInfo:
         target=msgspec.json.decode(row["target"], type=wire.FileTarget), status=row["status"],
         created_at=row["created_at"], serial=row["serial"], not_before=row["not_before"],
         not_after=row["not_after"], fingerprint_sha256=row["fingerprint_sha256"], last_error=row["last_error"],
-        tags=json.loads(row["tags"]), revoked_at=row.get("revoked_at"),
+        tags=json.loads(row["tags"]), revoked_at=row.get("revoked_at"), renew_at=row["renew_at"],
+        renewal_policy_id=row["renewal_policy_id"],
     )
 
 
@@ -157,7 +158,8 @@ class CertificateOperations(CoordinatorBase):
         token = sign_work_order(
             key=self.keys.work_order_key, order_id=order_id, agent_id=certificate["agent_id"], kind=OrderKind.ISSUE,
             payload=wire.IssueOrder(certificate_id=certificate["id"], names=json.loads(certificate["names"]),
-                                    key_type=certificate["key_type"], target=target),
+                                    key_type=certificate["key_type"], target=target,
+                                    reuse_key_of=self.reusable_key_order(tx, certificate)),
             now=self.now(), ttl=self.work_order_ttl)
         WorkOrders(tx).insert(id=order_id, agent_id=certificate["agent_id"], certificate_id=certificate["id"],
                               kind=str(OrderKind.ISSUE), token=token, expires_at=self.now() + self.work_order_ttl,
@@ -184,7 +186,7 @@ class CertificateOperations(CoordinatorBase):
             certificates.insert(id=certificate_id, names=names, key_type=str(body.key_type),
                                 lifetime_seconds=body.lifetime_seconds, agent_id=body.agent_id,
                                 profile_id=profile["id"], target=wire.encode(body.target).decode(), now=self.now(),
-                                tags=body.tags)
+                                tags=body.tags, renewal_policy_id=self.resolve_renewal_policy(tx, body.renewal_policy))
             self.record(tx, call, resource_type="certificate", resource_id=certificate_id,
                         details={"names": names, "agent_id": body.agent_id, "profile_id": profile["id"]})
             self.request_issuance(tx, call, certificates.get(certificate_id))

@@ -10,6 +10,7 @@ Both drivers block, so a transaction body is a plain function run in a worker th
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
@@ -134,8 +135,21 @@ class _PostgresTx:
         self._connection = connection
 
     @staticmethod
+    @functools.lru_cache(maxsize=1024)
     def _sql(sql: str) -> str:
-        return sql.replace("?", "%s")
+        """``?`` placeholders to psycopg's ``%s``; ``%`` doubled everywhere (psycopg
+        reads it as a placeholder even inside a literal), ``?`` kept inside literals."""
+        out, in_literal = [], False
+        for char in sql:
+            if char == "'":
+                in_literal = not in_literal
+            if char == "%":
+                out.append("%%")
+            elif char == "?" and not in_literal:
+                out.append("%s")
+            else:
+                out.append(char)
+        return "".join(out)
 
     def execute(self, sql: str, params: Params = ()) -> int:
         import psycopg.errors
@@ -144,9 +158,7 @@ class _PostgresTx:
         # unit of work on both engines; callers that expect duplicates write
         # ``ON CONFLICT DO NOTHING`` instead of catching.
         try:
-            if not params:  # no placeholders to translate, and no `%` parsing either
-                return self._connection.execute(sql).rowcount
-            return self._connection.execute(self._sql(sql), tuple(params)).rowcount
+            return self._run(sql, params).rowcount
         except psycopg.errors.UniqueViolation as exc:
             raise Conflict(str(exc).splitlines()[0]) from exc
         except psycopg.errors.RaiseException as exc:
@@ -154,11 +166,18 @@ class _PostgresTx:
                 raise AppendOnly(str(exc).splitlines()[0]) from exc
             raise
 
+    def _run(self, sql: str, params: Params) -> Any:
+        # Without parameters the SQL goes as written: a `?` or `%` in a string
+        # literal must not be taken for a placeholder.
+        if not params:
+            return self._connection.execute(sql)
+        return self._connection.execute(self._sql(sql), tuple(params))
+
     def one(self, sql: str, params: Params = ()) -> dict[str, Any] | None:
-        return self._connection.execute(self._sql(sql), tuple(params)).fetchone()
+        return self._run(sql, params).fetchone()
 
     def all(self, sql: str, params: Params = ()) -> list[dict[str, Any]]:
-        return self._connection.execute(self._sql(sql), tuple(params)).fetchall()
+        return self._run(sql, params).fetchall()
 
 
 class PostgresDatabase:

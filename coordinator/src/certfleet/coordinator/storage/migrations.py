@@ -117,6 +117,14 @@ MIGRATIONS: tuple[tuple[int, str, tuple[Statement, ...]], ...] = (
                 version INTEGER NOT NULL DEFAULT 1,
                 created_at BIGINT NOT NULL,
                 updated_at BIGINT NOT NULL)""",
+            """CREATE TABLE renewal_policies (
+                id TEXT PRIMARY KEY,
+                name TEXT NOT NULL UNIQUE,
+                fraction DOUBLE PRECISION,
+                lead_seconds BIGINT,
+                jitter DOUBLE PRECISION NOT NULL,
+                reuse_key INTEGER NOT NULL,
+                created_at BIGINT NOT NULL)""",
             """CREATE TABLE approvals (
                 id TEXT PRIMARY KEY,
                 kind TEXT NOT NULL,
@@ -161,6 +169,8 @@ MIGRATIONS: tuple[tuple[int, str, tuple[Statement, ...]], ...] = (
                 lifetime_seconds BIGINT NOT NULL,
                 agent_id TEXT NOT NULL REFERENCES agents(id),
                 profile_id TEXT NOT NULL REFERENCES profiles(id),
+                renewal_policy_id TEXT REFERENCES renewal_policies(id),
+                renew_at BIGINT,
                 tags TEXT NOT NULL DEFAULT '[]',
                 target TEXT NOT NULL,
                 status TEXT NOT NULL,
@@ -180,6 +190,7 @@ MIGRATIONS: tuple[tuple[int, str, tuple[Statement, ...]], ...] = (
                 completed_at BIGINT,
                 result_detail TEXT)""",
             "CREATE INDEX work_orders_agent_status ON work_orders (agent_id, status)",
+            "CREATE INDEX work_orders_certificate ON work_orders (certificate_id, status)",
             """CREATE TABLE certificate_versions (
                 serial TEXT PRIMARY KEY,
                 certificate_id TEXT NOT NULL REFERENCES certificates(id),

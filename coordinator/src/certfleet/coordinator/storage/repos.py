@@ -27,6 +27,7 @@ __all__ = [
     "Ocsp",
     "Profiles",
     "RateLimits",
+    "RenewalPolicies",
     "Roles",
     "SigningKeys",
     "WorkOrders",
@@ -337,6 +338,23 @@ class Profiles:
 
 
 @dataclass
+class RenewalPolicies:
+    tx: Tx
+
+    def insert(self, *, id: str, name: str, fraction: float | None, lead_seconds: int | None, jitter: float,
+               reuse_key: bool, now: int) -> None:
+        self.tx.execute("INSERT INTO renewal_policies (id, name, fraction, lead_seconds, jitter, reuse_key,"
+                        " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (id, name, fraction, lead_seconds, jitter, int(reuse_key), now))
+
+    def find(self, name_or_id: str) -> dict[str, Any] | None:
+        return self.tx.one("SELECT * FROM renewal_policies WHERE id = ? OR name = ?", (name_or_id, name_or_id))
+
+    def list(self) -> list[dict[str, Any]]:
+        return self.tx.all("SELECT * FROM renewal_policies ORDER BY created_at, id")
+
+
+@dataclass
 class Approvals:
     tx: Tx
 
@@ -456,12 +474,12 @@ class Certificates:
 
     def insert(self, *, id: str, names: list[str], key_type: str, lifetime_seconds: int,
                agent_id: str, profile_id: str, target: str, now: int, tags: list[str] | None = None,
-               status: str = "pending") -> None:
+               status: str = "pending", renewal_policy_id: str | None = None) -> None:
         self.tx.execute(
             "INSERT INTO certificates (id, names, key_type, lifetime_seconds, agent_id, profile_id, tags, target,"
-            " status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " status, renewal_policy_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (id, json.dumps(names), key_type, lifetime_seconds, agent_id, profile_id, json.dumps(tags or []),
-             target, status, now, now),
+             target, status, renewal_policy_id, now, now),
         )
 
     def get(self, id: str) -> dict[str, Any]:
@@ -475,6 +493,25 @@ class Certificates:
             "UPDATE certificates SET status = ?, last_error = ?, updated_at = ? WHERE id = ?",
             (status, last_error, now, id),
         )
+
+    def set_renew_at(self, id: str, renew_at: int | None) -> None:
+        self.tx.execute("UPDATE certificates SET renew_at = ? WHERE id = ?", (renew_at, id))
+
+    def due_for_renewal(self, now: int, limit: int = 500) -> list[dict[str, Any]]:
+        """Deployed certificates whose renewal time came, with no order in flight.
+
+        On PostgreSQL the rows are locked and rows another coordinator holds are
+        skipped, so two coordinators never start the same renewal.
+        """
+        lock = " FOR UPDATE OF c SKIP LOCKED" if self.tx.dialect == "postgresql" else ""
+        return self.tx.all(
+            "SELECT c.* FROM certificates c WHERE c.status = 'deployed' AND c.renew_at IS NOT NULL"
+            " AND c.renew_at <= ? AND NOT EXISTS (SELECT 1 FROM work_orders o WHERE o.certificate_id = c.id"
+            "  AND o.status IN ('queued', 'dispatched', 'issued')) ORDER BY c.renew_at LIMIT ?" + lock, (now, limit))
+
+    def latest_version(self, id: str) -> dict[str, Any] | None:
+        return self.tx.one("SELECT * FROM certificate_versions WHERE certificate_id = ? ORDER BY created_at DESC,"
+                           " serial LIMIT 1", (id,))
 
     def add_version(self, *, serial: str, certificate_id: str, order_id: str, issuer_id: str,
                     certificate_pem: str, public_key_sha256: str, fingerprint_sha256: str,

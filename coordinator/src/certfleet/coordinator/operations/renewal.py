@@ -1,0 +1,112 @@
+"""Renewal: policies, planning each certificate's next renewal, and starting the
+renewals that are due.
+
+A renewal is an ordinary issuance through :meth:`request_issuance` (so an
+approval-tier profile holds it for a second person), with a new key unless the
+policy opts into reuse. At most one renewal per certificate is in flight: a
+certificate with an active order is never picked again.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from certfleet.shared import wire
+
+from .. import errors
+from ..core import Call, new_id
+from ..lifecycle.planning import DEFAULT_POLICY, RenewalPolicy, plan_renewal
+from ..principal import Principal, PrincipalKind
+from ..storage import Certificates, RenewalPolicies, Tx
+from .approvals import ApprovalOperations
+
+__all__ = ["RenewalOperations"]
+
+SCHEDULER = Principal(PrincipalKind.ANONYMOUS, "renewal-scheduler")
+_rng = random.SystemRandom()
+
+
+def _policy_info(row: dict[str, Any]) -> wire.RenewalPolicyInfo:
+    return wire.RenewalPolicyInfo(id=row["id"], name=row["name"], jitter=row["jitter"], reuse_key=bool(row["reuse_key"]),
+                                  created_at=row["created_at"], fraction=row["fraction"],
+                                  lead_seconds=row["lead_seconds"])
+
+
+def _policy(row: dict[str, Any] | None) -> RenewalPolicy:
+    if row is None:
+        return DEFAULT_POLICY
+    return RenewalPolicy(fraction=row["fraction"], lead_seconds=row["lead_seconds"], jitter=row["jitter"],
+                         reuse_key=bool(row["reuse_key"]))
+
+
+class RenewalOperations(ApprovalOperations):
+    async def renewal_policies_list(self, call: Call) -> list[wire.RenewalPolicyInfo]:
+        return [_policy_info(r) for r in await self.database.transact(lambda tx: RenewalPolicies(tx).list())]
+
+    async def renewal_policies_create(self, call: Call) -> wire.RenewalPolicyInfo:
+        body: wire.RenewalPolicyCreate = call.body
+        policy_id = new_id("rnp")
+
+        def create(tx: Tx) -> dict[str, Any]:
+            policies = RenewalPolicies(tx)
+            if policies.find(body.name) is not None:
+                raise errors.Conflict(f"a renewal policy named {body.name!r} exists")
+            policies.insert(id=policy_id, name=body.name, fraction=body.fraction, lead_seconds=body.lead_seconds,
+                            jitter=body.jitter, reuse_key=body.reuse_key, now=self.now())
+            self.record(tx, call, resource_type="renewal-policy", resource_id=policy_id,
+                        details={"fraction": body.fraction, "lead_seconds": body.lead_seconds,
+                                 "reuse_key": body.reuse_key})
+            return policies.find(policy_id)  # type: ignore[return-value]
+
+        return _policy_info(await self.database.transact(create))
+
+    def resolve_renewal_policy(self, tx: Tx, name_or_id: str | None) -> str | None:
+        if name_or_id is None:
+            return None
+        row = RenewalPolicies(tx).find(name_or_id)
+        if row is None:
+            raise errors.UnprocessableEntity(f"no renewal policy {name_or_id!r}", slug="unknown-renewal-policy")
+        return row["id"]
+
+    def schedule_renewal(self, tx: Tx, certificate_id: str) -> int | None:
+        """Plan the next renewal of a just-deployed certificate; returns the time."""
+        certificates = Certificates(tx)
+        certificate = certificates.get(certificate_id)
+        version = certificates.latest_version(certificate_id)
+        if version is None:
+            return None
+        policy_row = RenewalPolicies(tx).find(certificate["renewal_policy_id"] or "")
+        renew_at = int(plan_renewal(version["not_before"], version["not_after"], _policy(policy_row),
+                                    now=self.now(), rng=_rng))
+        certificates.set_renew_at(certificate_id, renew_at)
+        return renew_at
+
+    def reusable_key_order(self, tx: Tx, certificate: dict[str, Any]) -> str | None:
+        """The order whose key a renewal reuses, when its policy opts in."""
+        policy_row = RenewalPolicies(tx).find(certificate["renewal_policy_id"] or "")
+        if not _policy(policy_row).reuse_key:
+            return None
+        version = Certificates(tx).latest_version(certificate["id"])
+        return version["order_id"] if version else None
+
+    async def start_due_renewals(self) -> list[str]:
+        """Start a renewal for every certificate whose time has come; returns their ids."""
+        now = self.now()
+        call = Call(SCHEDULER, operation="renewal.start")
+
+        def start(tx: Tx) -> list[str]:
+            started = []
+            certificates = Certificates(tx)
+            for certificate in certificates.due_for_renewal(now):
+                certificates.set_renew_at(certificate["id"], None)
+                self.record(tx, call, resource_type="certificate", resource_id=certificate["id"],
+                            details={"reason": "renewal time reached"})
+                self.request_issuance(tx, call, certificate)
+                started.append(certificate)
+            return started
+
+        started = await self.database.transact(start)
+        for certificate in started:
+            self.wake(certificate["agent_id"])
+        return [c["id"] for c in started]
