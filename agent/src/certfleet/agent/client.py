@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -37,11 +38,13 @@ def pinned_context(ca_pem: bytes) -> ssl.SSLContext:
 
 class CoordinatorClient:
     def __init__(self, base_url: str, *, ca_pem: bytes, agent_id: str | None = None,
-                 identity: ed25519.Ed25519PrivateKey | None = None, timeout: float = 30.0) -> None:
+                 identity: ed25519.Ed25519PrivateKey | None = None, timeout: float = 30.0,
+                 clock: Callable[[], float] = time.time) -> None:
         self._client = httpx.AsyncClient(base_url=base_url.rstrip("/"), verify=pinned_context(ca_pem),
                                          timeout=httpx.Timeout(timeout, read=timeout + 35))
         self._agent_id = agent_id
         self._identity = identity
+        self._clock = clock
 
     @property
     def base_url(self) -> str:
@@ -61,7 +64,7 @@ class CoordinatorClient:
             headers["Content-Type"] = "application/json"
         if self._identity is not None and self._agent_id is not None:
             token = sign_request_token(self._identity, agent_id=self._agent_id, method=op.method,
-                                       path=path, now=int(time.time()))
+                                       path=path, now=int(self._clock()))
             headers["Authorization"] = f"{AUTH_SCHEME} {token}"
         response = await self._client.request(
             op.method, path, params=query, headers=headers,

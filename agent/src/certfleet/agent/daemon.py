@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import random
+import time
+from collections.abc import Callable
 
 import httpx
 import msgspec
@@ -31,15 +33,18 @@ def backoff(attempt: int, rng: random.Random) -> float:
 
 
 class Agent:
-    def __init__(self, paths: AgentPaths, *, coordinator: str | None = None, poll_wait: int = POLL_WAIT) -> None:
+    def __init__(self, paths: AgentPaths, *, coordinator: str | None = None, poll_wait: int = POLL_WAIT,
+                 clock: Callable[[], float] = time.time) -> None:
+        """``clock`` is the wall clock for tokens, order validity and state times;
+        tests that simulate days pass one they control."""
         self.paths = paths
         self.config = AgentConfig.load(paths)
-        self.state = AgentState(paths.state)
+        self.state = AgentState(paths.state, clock=clock)
         self.client = CoordinatorClient(
             coordinator or self.config.coordinator, ca_pem=paths.ca_bundle.read_bytes(),
-            agent_id=self.config.agent_id, identity=load_identity(paths))
+            agent_id=self.config.agent_id, identity=load_identity(paths), clock=clock)
         self._outbox_ready = trio.Event()
-        self.executor = Executor(self.config, self.state, KeyStore(paths.keys), self.client,
+        self.executor = Executor(self.config, self.state, KeyStore(paths.keys), self.client, clock=clock,
                                  on_outbox=self._wake_outbox)
         self.poll_wait = poll_wait
         self._rng = random.Random()
