@@ -56,6 +56,8 @@ def test_pki_and_access_administration_through_the_cli(coordinator, tmp_path):
         process.stop()
     revoked = cli("certificates", "revoke-bulk", "--tag", "edge", "--reason", "key-compromise")
     assert [(r["certificate_id"], r["status"]) for r in revoked] == [(created["id"], "revoked")]
+    status = cli("status")
+    assert status["certificates"] == {"revoked": 1} and status["agents"] == {"online": 1}
     events = cli("audit", "list", "--action", "approvals.approve")
     assert events[0]["actor_id"] == bob["id"]
 

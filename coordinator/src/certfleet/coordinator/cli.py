@@ -208,6 +208,7 @@ def _parser() -> argparse.ArgumentParser:
     grant_revoke.add_argument("grant_id")
 
     commands.add_parser("me", help="who am I, with which permissions")
+    commands.add_parser("status", help="what needs attention: expiring, failing, offline")
     permissions = commands.add_parser("permissions", help="the permission catalogue")
     permissions.add_argument("--markdown", action="store_true",
                              help="print the reference page (docs/reference/permissions.md) offline")
@@ -262,7 +263,7 @@ async def _run_api(api: ApiClient, args: argparse.Namespace) -> Any:
                 uses=args.uses, ttl_seconds=args.ttl, labels=dict(args.label)))
             return result, None, f"enrollment token (shown once; {result.uses_left} use(s)):\n{result.token}"
         if action == "list":
-            return await api.call("agents.list"), ["id", "name", "last_seen_at"], None
+            return await api.call("agents.list"), ["id", "name", "liveness", "last_seen_at"], None
         return await api.call("agents.get", agent_id=args.agent_id), ["id", "name", "created_at", "last_seen_at"], None
     if command == "certificates":
         if action == "create":
@@ -362,6 +363,19 @@ async def _run_api(api: ApiClient, args: argparse.Namespace) -> Any:
                                 scope_type=scope_type, scope_id=scope_id,
                                 expires_at=now + args.ttl if args.ttl else None)
         return await api.call("auth.grants.create", body), GRANT_COLUMNS, None
+    if command == "status":
+        summary = await api.call("status")
+        if args.json:
+            return summary, [], None
+        lines = [
+            "certificates: " + (", ".join(f"{n} {s}" for s, n in sorted(summary.certificates.items())) or "none"),
+            "agents:       " + (", ".join(f"{n} {s}" for s, n in sorted(summary.agents.items())) or "none"),
+            f"approvals:    {summary.pending_approvals} pending",
+        ]
+        lines += [f"EXPIRING  {c.id}  {', '.join(c.names)}  not after {c.not_after}" for c in summary.expiring_soon]
+        lines += [f"FAILING   {c.id}  {', '.join(c.names)}  {c.last_error or ''}" for c in summary.failing]
+        lines += [f"OFFLINE   {a.id}  {a.name}  last seen {a.last_seen_at}" for a in summary.offline_agents]
+        return summary, None, "\n".join(lines)
     if command == "me":
         return await api.call("auth.me"), ["principal_type", "principal_id", "user", "permissions"], None
     if command == "permissions":

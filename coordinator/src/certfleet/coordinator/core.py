@@ -18,6 +18,7 @@ from certfleet.shared import agent_token, jws
 from . import audit, credentials, errors, ratelimit
 from .ca.registry import Authorities
 from .initialize import CoordinatorKeys
+from .metrics import Metrics
 from .principal import Principal, PrincipalKind, RequestMeta
 from .rbac import BUILTIN_ROLES, EffectivePermissions, Scope
 from .storage import Agents, ApiKeys, Database, Grants, Profiles, RateLimits, Roles, Tx
@@ -79,6 +80,7 @@ class CoordinatorBase:
         self._wakeups: dict[str, trio.Event] = {}
         self._root_pem = keys.root.public_bytes(serialization.Encoding.PEM).decode()
         self.authorities = Authorities(keys.master)
+        self.telemetry = Metrics()
         self.public_url = ""
         """The HTTPS base URL clients use; set once the server is bound."""
         self.pki_url: str | None = None

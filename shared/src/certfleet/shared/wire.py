@@ -16,6 +16,7 @@ import msgspec
 from .pki import KeyType, NameError_, normalize_names
 
 __all__ = [
+    "StatusSummary",
     "RenewalPolicyInfo",
     "RenewalPolicyCreate",
     "RootCreate",
@@ -189,6 +190,8 @@ class AgentInfo(Message):
     created_at: int
     last_seen_at: int | None
     labels: dict[str, str] = {}
+    liveness: Literal["online", "late", "offline", "never-seen"] = "never-seen"
+    """From polls alone: online within a minute, late within five, offline after."""
 
 
 # --- certificates and work ---------------------------------------------------------
@@ -539,6 +542,18 @@ class RenewalPolicyInfo(Message):
     created_at: int
     fraction: float | None = None
     lead_seconds: int | None = None
+
+
+class StatusSummary(Message):
+    """What needs attention, for ``certfleet status``."""
+
+    certificates: dict[str, int]
+    expiring_soon: list[CertificateInfo]
+    """Unrenewed certificates with less than a third of their lifetime left."""
+    failing: list[CertificateInfo]
+    agents: dict[str, int]
+    offline_agents: list[AgentInfo]
+    pending_approvals: int
 
 
 class ApprovalDecision(Message):

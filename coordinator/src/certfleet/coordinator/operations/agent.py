@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from typing import Any
 
 import trio
@@ -114,7 +115,9 @@ class AgentOperations(CoordinatorBase):
             version = issue(tx)
             return version, Issuers(tx).get(version["issuer_id"])["chain_pem"]
 
+        started = time.monotonic()
         version, chain = await self.database.transact(issue_with_chain)
+        self.telemetry.issuance_seconds.observe(time.monotonic() - started)
         return wire.CertificateBundle(certificate=version["certificate_pem"], chain=chain,
                                       serial=version["serial"], not_after=version["not_after"])
 
@@ -142,6 +145,9 @@ class AgentOperations(CoordinatorBase):
                         details={"fingerprint_sha256": body.fingerprint_sha256, "detail": body.detail[:512]})
 
         await self.database.transact(record)
+        outcome = "succeeded" if body.status == "succeeded" else (
+            "rolled-back" if "restored" in body.detail else "failed")
+        self.telemetry.deployments.labels(outcome=outcome).inc()
         return wire.ResultAck(accepted=True)
 
     async def agent_report(self, call: Call) -> wire.ResultAck:

@@ -9,15 +9,17 @@ from certfleet.shared import jws, wire
 
 from .. import credentials, errors
 from ..core import Call, CoordinatorBase, new_id
+from ..metrics import liveness
 from ..rbac import GLOBAL
 from ..storage import Agents, EnrollmentTokens, Grants, Tx
 
-__all__ = ["FleetOperations"]
+__all__ = ["FleetOperations", "agent_info"]
 
 
-def _agent_info(row: dict[str, Any]) -> wire.AgentInfo:
+def agent_info(row: dict[str, Any], now: int) -> wire.AgentInfo:
     return wire.AgentInfo(id=row["id"], name=row["name"], created_at=row["created_at"],
-                          last_seen_at=row["last_seen_at"], labels=json.loads(row["labels"]))
+                          last_seen_at=row["last_seen_at"], labels=json.loads(row["labels"]),
+                          liveness=liveness(row["last_seen_at"], now))
 
 
 class FleetOperations(CoordinatorBase):
@@ -78,7 +80,7 @@ class FleetOperations(CoordinatorBase):
         )
 
     async def agents_list(self, call: Call) -> list[wire.AgentInfo]:
-        return [_agent_info(row) for row in await self.database.transact(lambda tx: Agents(tx).list())]
+        return [agent_info(row, self.now()) for row in await self.database.transact(lambda tx: Agents(tx).list())]
 
     async def agents_get(self, call: Call) -> wire.AgentInfo:
-        return _agent_info(await self.database.transact(lambda tx: Agents(tx).get(call.params["agent_id"])))
+        return agent_info(await self.database.transact(lambda tx: Agents(tx).get(call.params["agent_id"])), self.now())

@@ -9,7 +9,11 @@ import msgspec
 from certfleet.shared import wire
 
 from .. import audit
-from ..core import Call, CoordinatorBase
+from ..core import Call, CoordinatorBase, RawResponse
+from ..metrics import liveness
+from ..storage import Agents, Certificates, Tx
+from .certificates import certificate_info
+from .fleet import agent_info
 
 __all__ = ["SystemOperations"]
 
@@ -24,6 +28,55 @@ class SystemOperations(CoordinatorBase):
 
     async def pki_ca_bundle(self, call: Call) -> str:
         return self._root_pem
+
+    async def metrics(self, call: Call) -> RawResponse:
+        now = self.now()
+
+        def snapshot(tx: Tx) -> dict[str, list]:
+            agents = tx.all("SELECT last_seen_at FROM agents")
+            by_liveness: dict[str, int] = {}
+            for row in agents:
+                state = liveness(row["last_seen_at"], now)
+                by_liveness[state] = by_liveness.get(state, 0) + 1
+            soonest = tx.all(
+                "SELECT c.id, MAX(v.not_after) AS not_after FROM certificates c JOIN certificate_versions v"
+                " ON v.certificate_id = c.id AND v.revoked_at IS NULL GROUP BY c.id ORDER BY 2 LIMIT 10")
+            return {
+                "certfleet_certificates": [((r["status"],), r["n"]) for r in tx.all(
+                    "SELECT status, COUNT(*) AS n FROM certificates GROUP BY status")],
+                "certfleet_certificate_expiry_seconds": [((r["id"],), r["not_after"] - now) for r in soonest],
+                "certfleet_jobs": [((r["kind"], r["status"]), r["n"]) for r in tx.all(
+                    "SELECT kind, status, COUNT(*) AS n FROM work_orders GROUP BY kind, status")],
+                "certfleet_agents": [((state,), n) for state, n in by_liveness.items()],
+                "certfleet_pending_approvals": [((), tx.one(
+                    "SELECT COUNT(*) AS n FROM approvals WHERE status = 'pending'")["n"])],
+            }
+
+        body = self.telemetry.render(await self.database.transact(snapshot))
+        return RawResponse(body, "text/plain; version=0.0.4; charset=utf-8")
+
+    async def status(self, call: Call) -> wire.StatusSummary:
+        now = self.now()
+
+        def gather(tx: Tx) -> wire.StatusSummary:
+            rows = Certificates(tx).list()
+            counts: dict[str, int] = {}
+            for row in rows:
+                counts[row["status"]] = counts.get(row["status"], 0) + 1
+            expiring = [r for r in rows if r["status"] == "deployed" and r["not_after"] and r["not_before"]
+                        and r["not_after"] - now < (r["not_after"] - r["not_before"]) / 3]
+            failing = [r for r in rows if r["status"] in ("failed", "approval-expired")]
+            agents = [agent_info(a, now) for a in Agents(tx).list()]
+            by_liveness: dict[str, int] = {}
+            for agent in agents:
+                by_liveness[agent.liveness] = by_liveness.get(agent.liveness, 0) + 1
+            pending = tx.one("SELECT COUNT(*) AS n FROM approvals WHERE status = 'pending'")["n"]
+            return wire.StatusSummary(
+                certificates=counts, expiring_soon=[certificate_info(r) for r in expiring],
+                failing=[certificate_info(r) for r in failing], agents=by_liveness,
+                offline_agents=[a for a in agents if a.liveness == "offline"], pending_approvals=pending)
+
+        return await self.database.transact(gather)
 
     async def audit_list(self, call: Call) -> wire.AuditPage:
         query = dict(call.query)
