@@ -64,12 +64,18 @@ class Process:
 
 
 class Coordinator:
-    def __init__(self, root: Path, database_url: str | None) -> None:
+    """``certfleet serve`` on 127.0.0.1:0. A replica sharing another's database passes
+    the same ``master_key`` and that coordinator's ``api_key`` (it cannot bootstrap)."""
+
+    def __init__(self, root: Path, database_url: str | None, *, master_key: str | None = None,
+                 api_key: str | None = None) -> None:
         self.data_dir = root / "coordinator"
         env = {k: v for k, v in os.environ.items() if not k.startswith("CERTFLEET_")}
         env["CERTFLEET_BOOTSTRAP_TOKEN"] = BOOTSTRAP_TOKEN
         if database_url:
             env["CERTFLEET_DATABASE_URL"] = database_url
+        if master_key:
+            env["CERTFLEET_MASTER_KEY"] = master_key
         self.process = Process([str(BIN / "certfleet"), "serve", "--listen", "127.0.0.1:0",
                                 "--data-dir", str(self.data_dir)], env)
         found = wait_until(lambda: re.search(r"coordinator listening on (https://\S+)", self.process.output)
@@ -78,8 +84,9 @@ class Coordinator:
             raise AssertionError(f"coordinator exited:\n{self.process.output}")
         self.url = found.group(1)
         self.ca_path = self.data_dir / "tls" / "ca.pem"
-        self.api_key = ""
-        self.api_key = self.cli("bootstrap", "--token", BOOTSTRAP_TOKEN)["api_key"]
+        self.api_key = api_key or ""
+        if not self.api_key:
+            self.api_key = self.cli("bootstrap", "--token", BOOTSTRAP_TOKEN)["api_key"]
 
     def cli(self, *args: str, api_key: str | None = None) -> Any:
         """Run the operator CLI with ``--json`` and return its parsed output."""

@@ -16,6 +16,7 @@ from hypercorn.trio import serve
 
 from .http import create_app
 from .initialize import announce_bootstrap_token, ensure_tls, initialize
+from .leadership import Leadership
 from .service import Coordinator
 from .settings import Settings
 from .storage import open_database
@@ -49,18 +50,22 @@ class Running:
 MAINTENANCE_INTERVAL = 1.0
 
 
-async def _maintenance(coordinator: Coordinator) -> None:
-    """Periodic upkeep: CRLs that are due (debounced after revocations, refreshed
-    before they go stale), approvals that expired, retirements that drained, renewals that are due."""
-    while True:
-        try:
-            await coordinator.refresh_crls()
-            await coordinator.expire_pending_approvals()
-            await coordinator.finish_drained_retirements()
-            await coordinator.start_due_renewals()
-        except Exception:  # keep the loop alive; the next round retries
-            log.exception("maintenance round failed")
-        await trio.sleep(MAINTENANCE_INTERVAL)
+async def _maintenance(coordinator: Coordinator, leadership: Leadership) -> None:
+    """Periodic upkeep, on the leader only: CRLs that are due (debounced after
+    revocations, refreshed before they go stale), approvals that expired,
+    retirements that drained, renewals that are due."""
+    async with leadership.held():
+        while True:
+            await leadership.wait_leadership()
+            while await leadership.still_leading():
+                try:
+                    await coordinator.refresh_crls()
+                    await coordinator.expire_pending_approvals()
+                    await coordinator.finish_drained_retirements()
+                    await coordinator.start_due_renewals()
+                except Exception:  # keep the loop alive; the next round retries
+                    log.exception("maintenance round failed")
+                await trio.sleep(MAINTENANCE_INTERVAL)
 
 
 async def run_coordinator(
@@ -95,7 +100,7 @@ async def run_coordinator(
         config.errorlog = logging.getLogger("hypercorn.error")
         config.graceful_timeout = 5
         async with trio.open_nursery() as upkeep:
-            upkeep.start_soon(_maintenance, coordinator)
+            upkeep.start_soon(_maintenance, coordinator, Leadership(database, settings.database_url))
             async with trio.open_nursery() as servers:
                 if settings.pki_listen:
                     pki_config = Config()
