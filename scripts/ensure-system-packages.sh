@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
-# Debian packages the tests drive as real third-party software.
+# Install the Debian packages whose commands the tests drive as real third-party
+# software. Quiet when everything is there; `apt-get update` runs only if something is
+# missing. (PostgreSQL has its own script: ensure-postgres.sh.)
 set -euo pipefail
 
+# command → package
+declare -A wanted=(
+  [openssl]=openssl
+  [curl]=curl
+)
+
 missing=()
-command -v openssl >/dev/null || missing+=(openssl)
-command -v curl >/dev/null || missing+=(curl)
-command -v pg_isready >/dev/null || missing+=(postgresql-client)
+for cmd in "${!wanted[@]}"; do
+  command -v "$cmd" >/dev/null || missing+=("${wanted[$cmd]}")
+done
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "Installing ${missing[*]}"
