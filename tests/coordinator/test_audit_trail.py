@@ -166,6 +166,11 @@ async def test_every_successful_mutation_is_audited_under_its_operation_name(coo
         target=wire.FileTarget(directory=str(tmp_path / "t2"))))
     approval = next(a for a in await admin.call("approvals.list") if a.subject_id == waiting.id)
     await admin.call("approvals.reject", wire.ApprovalDecision(note="not now"), approval_id=approval.id)
+    rejected = (await admin.call("jobs.list", query={"certificate_id": waiting.id}))[0]
+    assert rejected.state == "failed"
+    retried = await admin.call("jobs.retry", job_id=rejected.id)
+    assert retried.state == "awaiting-approval"  # a retry does not skip the second person
+    await admin.call("jobs.cancel", job_id=retried.id)
     again = await mine.call("certificates.create", wire.CertificateCreate(
         common_name="four.example.test", agent_id=agent.config.agent_id, profile="life",
         target=wire.FileTarget(directory=str(tmp_path / "t3"))))

@@ -133,24 +133,23 @@ async def test_editing_an_approval_tier_profile_goes_through_the_queue(coordinat
     assert not after.policy.requires_approval and after.version == 2
 
 
-async def test_the_renewal_path_waits_for_approval_too(coordinator, tmp_path):
-    """Scheduled renewals and manual requests share one entry point; under an
-    approval-tier profile it never queues an order by itself."""
+async def test_a_scheduled_renewal_waits_for_approval_too(coordinator, tmp_path):
+    from tests.pki_support import issue_through_agent
+
     admin, _ = await admin_client(coordinator)
     agent = await enroll_agent(admin, coordinator, tmp_path / "agent")
-    plain = await admin.call("certificates.create", _request(agent, "p.example.test", profile="default"))
+    info = await issue_through_agent(admin, agent, ["r.example.test"], tmp_path / "t", lifetime_seconds=3600)
+    assert info.status == "deployed" and info.renew_at
     profile = await _approval_tier(admin)
-    database, service = coordinator.coordinator.database, coordinator.coordinator
-
-    def move_and_renew(tx):
-        from certfleet.coordinator.core import Call
-        from certfleet.coordinator.principal import Principal, PrincipalKind
-
-        tx.execute("UPDATE certificates SET profile_id = ? WHERE id = ?", (profile.id, plain.id))
-        scheduler = Call(Principal(PrincipalKind.ANONYMOUS, "scheduler"), operation="renewal")
-        return service.request_issuance(tx, scheduler, tx.one(
-            "SELECT * FROM certificates WHERE id = ?", (plain.id,)))
-
-    request_id = await database.transact(move_and_renew)
-    assert request_id.startswith("apr_")
-    assert (await admin.call("certificates.get", certificate_id=plain.id)).status == "awaiting-approval"
+    await coordinator.coordinator.database.transact(lambda tx: tx.execute(
+        "UPDATE certificates SET profile_id = ? WHERE id = ?", (profile.id, info.id)))
+    coordinator.coordinator._clock = lambda: info.renew_at + 1
+    assert await coordinator.coordinator.start_due_renewals() == [info.id]
+    assert (await admin.call("certificates.get", certificate_id=info.id)).status == "awaiting-approval"
+    jobs = await admin.call("jobs.list", query={"certificate_id": info.id})
+    assert [(j.kind, j.state) for j in jobs] == [("issue", "done"), ("renewal", "awaiting-approval")]
+    pending = [a for a in await admin.call("approvals.list", query={"status": "pending"}) if a.subject_id == info.id]
+    assert len(pending) == 1
+    orders = await coordinator.coordinator.database.transact(lambda tx: tx.all(
+        "SELECT status FROM work_orders WHERE certificate_id = ?", (info.id,)))
+    assert [o["status"] for o in orders] == ["succeeded"]

@@ -112,9 +112,10 @@ class Executor:
             self.state.enqueue(operation("agent.result").url_path(order_id=order.id), wire.encode(result))
         self._on_outbox()
 
-    def _fail(self, order: VerifiedOrder, detail: str) -> None:
+    def _fail(self, order: VerifiedOrder, detail: str, *, retryable: bool = True) -> None:
         log.error("work order %s failed: %s", order.id, detail)
-        self._finish(order, OrderEvent.FAILED, wire.OrderResult(status="failed", detail=detail[:8192]))
+        self._finish(order, OrderEvent.FAILED, wire.OrderResult(status="failed", detail=detail[:8192],
+                                                                retryable=retryable))
 
     async def execute(self, order: VerifiedOrder) -> None:
         payload = order.payload
@@ -133,7 +134,7 @@ class Executor:
             except CoordinatorError as exc:
                 if exc.status >= 500:
                     raise
-                self._fail(order, f"the coordinator refused the CSR: {exc}")
+                self._fail(order, f"the coordinator refused the CSR: {exc}", retryable=False)
                 return
             problem = self._check_certificate(bundle, key, payload.names)
             if problem:

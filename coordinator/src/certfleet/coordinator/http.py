@@ -59,6 +59,8 @@ def _problem(error: errors.CertfleetError) -> Response:
         response.headers["WWW-Authenticate"] = f'Bearer realm="certfleet", {AUTH_SCHEME} realm="certfleet"'
     if status == 429:
         response.headers["Retry-After"] = str(error.extra.get("retry_after", 60))
+    if status == 405 and getattr(error, "allow", None):
+        response.headers["Allow"] = ", ".join(error.allow)  # type: ignore[attr-defined]
     if status == 413:
         # The rest of the body is never read, so this connection cannot carry another
         # request; say so, or a client would reuse it and fail.
@@ -67,13 +69,24 @@ def _problem(error: errors.CertfleetError) -> Response:
 
 
 def _http_problem(exc: HTTPException) -> errors.CertfleetError:
+    """Errors raised by routing and body handling, before any operation runs."""
+    allowed = sorted(getattr(exc, "valid_methods", None) or [])
+    details = {
+        400: "the request could not be read",
+        404: f"no operation at {request.path}" if request else "no such path",
+        405: f"{request.method if request else 'this method'} is not allowed here; use {', '.join(allowed)}",
+        413: f"request bodies are limited to {MAX_BODY_BYTES} bytes",
+        415: "unsupported media type",
+    }
     mapping: dict[int, type[errors.CertfleetError]] = {
         400: errors.BadRequest, 404: errors.NotFound, 405: errors.MethodNotAllowed,
         413: errors.PayloadTooLarge, 415: errors.UnsupportedMediaType,
     }
     error_class = mapping.get(exc.code or 500, errors.CertfleetError)
-    detail = {413: f"request bodies are limited to {MAX_BODY_BYTES} bytes"}.get(exc.code or 0, "")
-    return error_class(detail)
+    error = error_class(details.get(exc.code or 0, ""))
+    if allowed:
+        error.allow = allowed  # type: ignore[attr-defined]
+    return error
 
 
 def _credential(scheme: str) -> str:

@@ -63,6 +63,7 @@ async def _maintenance(coordinator: Coordinator, leadership: Leadership) -> None
                     await coordinator.expire_pending_approvals()
                     await coordinator.finish_drained_retirements()
                     await coordinator.start_due_renewals()
+                    await coordinator.advance_jobs()
                 except Exception:  # keep the loop alive; the next round retries
                     log.exception("maintenance round failed")
                 await trio.sleep(MAINTENANCE_INTERVAL)

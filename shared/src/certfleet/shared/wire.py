@@ -16,6 +16,7 @@ import msgspec
 from .pki import KeyType, NameError_, normalize_names
 
 __all__ = [
+    "JobInfo",
     "StatusSummary",
     "RenewalPolicyInfo",
     "RenewalPolicyCreate",
@@ -268,6 +269,8 @@ class OrderResult(Message):
     status: Literal["succeeded", "failed"]
     detail: Annotated[str, msgspec.Meta(max_length=8192)] = ""
     fingerprint_sha256: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    retryable: bool = True
+    """False when trying again cannot help (the coordinator refused the CSR)."""
 
 
 class AgentReport(Message):
@@ -542,6 +545,20 @@ class RenewalPolicyInfo(Message):
     created_at: int
     fraction: float | None = None
     lead_seconds: int | None = None
+
+
+class JobInfo(Message):
+    id: str
+    certificate_id: str
+    kind: str
+    state: str
+    attempts: int
+    max_attempts: int
+    created_at: int
+    updated_at: int
+    order_id: str | None = None
+    next_attempt_at: int | None = None
+    last_error: str | None = None
 
 
 class StatusSummary(Message):

@@ -21,6 +21,7 @@ from certfleet.shared.workorder import OrderKind
 
 from .. import errors
 from ..core import Call, CoordinatorBase
+from ..lifecycle.jobs import TERMINAL, JobEvent, JobState
 from ..storage import Agents, Certificates, Issuers, Tx, WorkOrders
 from .certificates import certificate_info
 
@@ -49,6 +50,10 @@ class AgentOperations(CoordinatorBase):
             orders = WorkOrders(tx)
             rows = orders.deliverable(agent_id, self.now())
             orders.mark_dispatched([row["id"] for row in rows], self.now())
+            for row in rows:
+                job = self.job_for_order(tx, row["id"])
+                if job is not None and job["state"] == JobState.PENDING:
+                    self.job_event(tx, call, job, JobEvent.DELIVERED, "the agent took the order")
             return rows
 
         while True:
@@ -107,6 +112,9 @@ class AgentOperations(CoordinatorBase):
                 not_after=int(leaf.not_valid_after_utc.timestamp()), now=now)
             certificates.set_status(certificate["id"], "issued", now)
             WorkOrders(tx).set_status(order_id, "issued", now)
+            job = self.job_for_order(tx, order_id)
+            if job is not None and job["state"] in (JobState.PENDING, JobState.DISPATCHED):
+                self.job_event(tx, call, job, JobEvent.ISSUED, f"serial {issued.serial_hex}")
             self.record(tx, call, resource_type="certificate", resource_id=certificate["id"],
                         details={"serial": issued.serial_hex, "order_id": order_id, "issuer_id": issuer["id"]})
             return certificates.version_for_order(order_id)  # type: ignore[return-value]
@@ -140,6 +148,13 @@ class AgentOperations(CoordinatorBase):
                                             now, None if succeeded else body.detail)
                 if succeeded:
                     self.schedule_renewal(tx, order["certificate_id"])
+            job = self.job_for_order(tx, order_id)
+            if job is not None and job["state"] not in TERMINAL:
+                if body.status == "succeeded":
+                    self.job_event(tx, call, job, JobEvent.DEPLOYED, body.detail or "deployed")
+                else:
+                    self.job_attempt_failed(tx, call, job, body.detail or "the agent reported a failure",
+                                            retryable=body.retryable)
             self.record(tx, call, resource_type="work-order", resource_id=order_id,
                         outcome="success" if body.status == "succeeded" else "failed",
                         details={"fingerprint_sha256": body.fingerprint_sha256, "detail": body.detail[:512]})
@@ -166,6 +181,9 @@ class AgentOperations(CoordinatorBase):
                 WorkOrders(tx).set_status(order["id"], "refused", now, detail)
                 if order["certificate_id"]:
                     Certificates(tx).set_status(order["certificate_id"], "failed", now, detail)
+                job = self.job_for_order(tx, order["id"])
+                if job is not None and job["state"] not in TERMINAL:
+                    self.job_attempt_failed(tx, call, job, detail)
             self.record(tx, call, resource_type="work-order", resource_id=body.order_id or "-",
                         details={"event": body.event, "reason": body.reason})
 

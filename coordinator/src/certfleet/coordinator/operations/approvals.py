@@ -15,8 +15,10 @@ from certfleet.shared import wire
 
 from .. import errors
 from ..core import Call
-from ..storage import Approvals, Certificates, Profiles, Tx
+from ..lifecycle.jobs import JobEvent
+from ..storage import Approvals, Certificates, Jobs, Profiles, Tx
 from .certificates import CertificateOperations
+from .jobs import SUPERVISOR
 
 __all__ = ["ApprovalOperations"]
 
@@ -33,6 +35,13 @@ class ApprovalOperations(CertificateOperations):
         for row in Approvals(tx).expire_due(self.now()):
             if row["kind"] == "issuance":
                 Certificates(tx).set_status(row["subject_id"], "approval-expired", self.now())
+                self._close_waiting_job(tx, row, "the approval request expired")
+
+    def _close_waiting_job(self, tx: Tx, approval: dict[str, Any], reason: str) -> None:
+        job = Jobs(tx).active_for_certificate(approval["subject_id"])
+        if job is not None:
+            self.job_event(tx, Call(SUPERVISOR, operation="approval.close"), job, JobEvent.REFUSED, reason,
+                           last_error=reason)
 
     async def expire_pending_approvals(self) -> None:
         await self.database.transact(self.expire_approvals)
@@ -64,10 +73,12 @@ class ApprovalOperations(CertificateOperations):
                     details={"kind": row["kind"], "subject_id": row["subject_id"]})
         if row["kind"] == "issuance":
             certificates = Certificates(tx)
+            job = Jobs(tx).active_for_certificate(row["subject_id"])
             if approve:
-                self.queue_issue(tx, call, certificates.get(row["subject_id"]))
+                self.queue_issue(tx, call, certificates.get(row["subject_id"]), job, event=JobEvent.QUEUED)
             else:
                 certificates.set_status(row["subject_id"], "rejected", self.now(), call.body.note or None)
+                self._close_waiting_job(tx, row, f"rejected: {call.body.note}")
         elif row["kind"] == "profile-edit" and approve:
             payload = json.loads(row["payload"])
             self.apply_profile_policy(tx, call, profile, msgspec.convert(payload["policy"], wire.ProfilePolicy),

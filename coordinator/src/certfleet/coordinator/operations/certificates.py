@@ -15,9 +15,11 @@ from .. import errors
 from ..ca.authority import IssuedCertificate, LeafOptions
 from ..ca.constraints import ConstraintViolation, check_name_constraints
 from ..ca.policy import PolicyViolation, check_issuance, validate_patterns
-from ..core import Call, CoordinatorBase, new_id
+from ..core import Call, new_id
+from ..lifecycle.jobs import JobEvent, JobState
 from ..rbac import Scope
-from ..storage import Agents, Approvals, Certificates, Issuers, Profiles, Tx, WorkOrders
+from ..storage import Agents, Approvals, Certificates, Issuers, Jobs, Profiles, Tx, WorkOrders
+from .jobs import JobOperations
 
 __all__ = ["CertificateOperations", "certificate_info", "profile_info", "profile_policy"]
 
@@ -59,7 +61,7 @@ def _validated_policy(policy: wire.ProfilePolicy) -> wire.ProfilePolicy:
     return policy
 
 
-class CertificateOperations(CoordinatorBase):
+class CertificateOperations(JobOperations):
     # --- profiles -----------------------------------------------------------------------
 
     async def profiles_list(self, call: Call) -> list[wire.ProfileInfo]:
@@ -139,20 +141,24 @@ class CertificateOperations(CoordinatorBase):
 
     # --- certificates ---------------------------------------------------------------------
 
-    def request_issuance(self, tx: Tx, call: Call, certificate: dict[str, Any]) -> str:
-        """Every issuance starts here — manual, approved, scheduled renewal: under an
-        approval-tier profile it waits for a second person, otherwise it is queued.
-        Returns the order or approval id."""
+    def request_issuance(self, tx: Tx, call: Call, certificate: dict[str, Any], *, kind: str = "issue") -> str:
+        """Every issuance starts here — manual, approved, scheduled renewal: it opens
+        the certificate's job, which under an approval-tier profile waits for a
+        second person and otherwise queues an order. Returns the order or approval id."""
         profile = Profiles(tx).get(certificate["profile_id"])
-        if profile_policy(profile).requires_approval:
+        needs_approval = profile_policy(profile).requires_approval
+        job = self.open_job(tx, call, certificate, kind=kind,
+                            state=JobState.AWAITING_APPROVAL if needs_approval else JobState.PENDING)
+        if needs_approval:
             Certificates(tx).set_status(certificate["id"], "awaiting-approval", self.now())
             return self.request_approval(tx, call, kind="issuance", subject_id=certificate["id"], profile=profile,
-                                         payload={})
-        return self.queue_issue(tx, call, certificate)
+                                         payload={"job_id": job["id"]})
+        return self.queue_issue(tx, call, certificate, job)
 
-    def queue_issue(self, tx: Tx, call: Call, certificate: dict[str, Any]) -> str:
-        """Sign and queue the ``issue`` order for a certificate; the one place orders
-        for issuance are made, whoever asks (operator, approval, renewal)."""
+    def queue_issue(self, tx: Tx, call: Call, certificate: dict[str, Any], job: dict[str, Any],
+                    event: JobEvent | None = None) -> str:
+        """Sign and queue an ``issue`` order for the certificate's job (``event`` moves
+        the job when it was waiting); the one place issuance orders are made."""
         order_id = new_id("ord")
         target = msgspec.json.decode(certificate["target"], type=wire.FileTarget)
         token = sign_work_order(
@@ -166,7 +172,12 @@ class CertificateOperations(CoordinatorBase):
                               now=self.now())
         Certificates(tx).set_status(certificate["id"], "pending", self.now())
         self.record(tx, call, action="work-order.queue", resource_type="work-order", resource_id=order_id,
-                    details={"kind": "issue", "certificate_id": certificate["id"]})
+                    details={"kind": "issue", "certificate_id": certificate["id"], "job_id": job["id"]})
+        attempt = {"order_id": order_id, "attempts": job["attempts"] + 1, "next_attempt_at": None}
+        if event is None:
+            Jobs(tx).update(job["id"], self.now(), **attempt)
+        else:
+            self.job_event(tx, call, job, event, f"attempt {job['attempts'] + 1}", **attempt)
         return order_id
 
     async def certificates_create(self, call: Call) -> wire.CertificateInfo:

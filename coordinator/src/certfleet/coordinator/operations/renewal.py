@@ -102,7 +102,7 @@ class RenewalOperations(ApprovalOperations):
                 certificates.set_renew_at(certificate["id"], None)
                 self.record(tx, call, resource_type="certificate", resource_id=certificate["id"],
                             details={"reason": "renewal time reached"})
-                self.request_issuance(tx, call, certificate)
+                self.request_issuance(tx, call, certificate, kind="renewal")
                 started.append(certificate)
             return started
 

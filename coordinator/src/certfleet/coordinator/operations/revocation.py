@@ -10,7 +10,8 @@ from certfleet.shared import wire
 
 from .. import errors
 from ..core import Call, CoordinatorBase
-from ..storage import Certificates, Issuers, Ocsp, Profiles, Tx, WorkOrders
+from ..lifecycle.jobs import JobEvent
+from ..storage import Certificates, Issuers, Jobs, Ocsp, Profiles, Tx, WorkOrders
 
 __all__ = ["RevocationOperations"]
 
@@ -31,6 +32,9 @@ class RevocationOperations(CoordinatorBase):
         for order in tx.all("SELECT id FROM work_orders WHERE certificate_id = ? AND status IN (?, ?, ?)",
                             (certificate["id"], *WorkOrders.ACTIVE)):
             WorkOrders(tx).set_status(order["id"], "cancelled", self.now(), "certificate revoked")
+        job = Jobs(tx).active_for_certificate(certificate["id"])
+        if job is not None:
+            self.job_event(tx, call, job, JobEvent.CANCELLED, "certificate revoked")
         serials = [v["serial"] for v in versions]
         self.record(tx, call, resource_type="certificate", resource_id=certificate["id"],
                     details={"reason": reason, "serials": serials})

@@ -190,6 +190,23 @@ MIGRATIONS: tuple[tuple[int, str, tuple[Statement, ...]], ...] = (
                 completed_at BIGINT,
                 result_detail TEXT)""",
             "CREATE INDEX work_orders_agent_status ON work_orders (agent_id, status)",
+            """CREATE TABLE jobs (
+                id TEXT PRIMARY KEY,
+                certificate_id TEXT NOT NULL REFERENCES certificates(id),
+                kind TEXT NOT NULL,
+                state TEXT NOT NULL,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                max_attempts INTEGER NOT NULL,
+                order_id TEXT,
+                next_attempt_at BIGINT,
+                last_error TEXT,
+                created_at BIGINT NOT NULL,
+                updated_at BIGINT NOT NULL)""",
+            # Exactly one active job per certificate, enforced by the database.
+            "CREATE UNIQUE INDEX jobs_one_active ON jobs (certificate_id)"
+            " WHERE state NOT IN ('done', 'failed', 'cancelled')",
+            "CREATE INDEX jobs_state ON jobs (state, next_attempt_at)",
+            "CREATE INDEX jobs_order ON jobs (order_id)",
             "CREATE INDEX work_orders_certificate ON work_orders (certificate_id, status)",
             """CREATE TABLE certificate_versions (
                 serial TEXT PRIMARY KEY,

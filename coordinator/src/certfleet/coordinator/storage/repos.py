@@ -23,6 +23,7 @@ __all__ = [
     "EnrollmentTokens",
     "Grants",
     "Issuers",
+    "Jobs",
     "Meta",
     "Ocsp",
     "Profiles",
@@ -338,6 +339,53 @@ class Profiles:
 
 
 @dataclass
+class Jobs:
+    tx: Tx
+
+    TERMINAL = ("done", "failed", "cancelled")
+
+    def insert(self, *, id: str, certificate_id: str, kind: str, state: str, max_attempts: int, now: int) -> None:
+        self.tx.execute(
+            "INSERT INTO jobs (id, certificate_id, kind, state, max_attempts, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)", (id, certificate_id, kind, state, max_attempts, now, now))
+
+    def get(self, id: str) -> dict[str, Any]:
+        return _required(self.tx.one("SELECT * FROM jobs WHERE id = ?", (id,)), f"job {id}")
+
+    def active_for_certificate(self, certificate_id: str) -> dict[str, Any] | None:
+        return self.tx.one("SELECT * FROM jobs WHERE certificate_id = ? AND state NOT IN (?, ?, ?)",
+                           (certificate_id, *self.TERMINAL))
+
+    def for_order(self, order_id: str) -> dict[str, Any] | None:
+        return self.tx.one("SELECT * FROM jobs WHERE order_id = ?", (order_id,))
+
+    def update(self, id: str, now: int, **fields: Any) -> None:
+        columns = ", ".join(f"{name} = ?" for name in fields)
+        self.tx.execute(f"UPDATE jobs SET {columns}, updated_at = ? WHERE id = ?", (*fields.values(), now, id))
+
+    def list(self, *, state: str | None = None, certificate_id: str | None = None,
+             limit: int = 500) -> list[dict[str, Any]]:
+        clauses, params = ["1 = 1"], []
+        if state:
+            clauses.append("state = ?")
+            params.append(state)
+        if certificate_id:
+            clauses.append("certificate_id = ?")
+            params.append(certificate_id)
+        return self.tx.all(f"SELECT * FROM jobs WHERE {' AND '.join(clauses)} ORDER BY created_at, id LIMIT ?",
+                           (*params, limit))
+
+    def due_retries(self, now: int) -> list[dict[str, Any]]:
+        return self.tx.all("SELECT * FROM jobs WHERE state = 'retry-wait' AND next_attempt_at <= ?", (now,))
+
+    def stalled(self, *, pending_before: int, working_before: int) -> list[dict[str, Any]]:
+        """Jobs whose order was not picked up, or whose agent went quiet mid-job."""
+        return self.tx.all(
+            "SELECT * FROM jobs WHERE (state = 'pending' AND updated_at <= ?)"
+            " OR (state IN ('dispatched', 'deploying') AND updated_at <= ?)", (pending_before, working_before))
+
+
+@dataclass
 class RenewalPolicies:
     tx: Tx
 
@@ -498,7 +546,7 @@ class Certificates:
         self.tx.execute("UPDATE certificates SET renew_at = ? WHERE id = ?", (renew_at, id))
 
     def due_for_renewal(self, now: int, limit: int = 500) -> list[dict[str, Any]]:
-        """Deployed certificates whose renewal time came, with no order in flight.
+        """Deployed certificates whose renewal time came, with no job in flight.
 
         On PostgreSQL the rows are locked and rows another coordinator holds are
         skipped, so two coordinators never start the same renewal.
@@ -506,8 +554,8 @@ class Certificates:
         lock = " FOR UPDATE OF c SKIP LOCKED" if self.tx.dialect == "postgresql" else ""
         return self.tx.all(
             "SELECT c.* FROM certificates c WHERE c.status = 'deployed' AND c.renew_at IS NOT NULL"
-            " AND c.renew_at <= ? AND NOT EXISTS (SELECT 1 FROM work_orders o WHERE o.certificate_id = c.id"
-            "  AND o.status IN ('queued', 'dispatched', 'issued')) ORDER BY c.renew_at LIMIT ?" + lock, (now, limit))
+            " AND c.renew_at <= ? AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.certificate_id = c.id"
+            "  AND j.state NOT IN ('done', 'failed', 'cancelled')) ORDER BY c.renew_at LIMIT ?" + lock, (now, limit))
 
     def latest_version(self, id: str) -> dict[str, Any] | None:
         return self.tx.one("SELECT * FROM certificate_versions WHERE certificate_id = ? ORDER BY created_at DESC,"
