@@ -177,6 +177,15 @@ async def test_every_successful_mutation_is_audited_under_its_operation_name(coo
     approval = next(a for a in await admin.call("approvals.list") if a.subject_id == again.id)
     await admin.call("approvals.approve", wire.ApprovalDecision(), approval_id=approval.id)
 
+    channel = await admin.call("channels.create", wire.ChannelCreate(
+        name="nowhere", kind="webhook", settings={"url": "http://127.0.0.1:9/hook"},
+        secrets={"secret": "s" * 20}))
+    sent = await admin.call("channels.test", channel_id=channel.id)
+    await coordinator.coordinator.database.transact(lambda tx: tx.execute(
+        "UPDATE notifications SET status = 'dead' WHERE id = ?", (sent.id,)))
+    await admin.call("notifications.requeue", notification_id=sent.id)
+    await admin.call("channels.delete", channel_id=channel.id)
+
     actions = {e["action"] for e in await _events(coordinator) if e["outcome"] == "success"}
     mutating = {op.name for op in OPERATIONS if op.mutating}
     assert mutating - actions == set()

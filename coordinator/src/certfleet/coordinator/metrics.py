@@ -34,6 +34,9 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=self.registry)
         self.deployments = Counter(
             "certfleet_deployments", "Deployment results reported by agents.", ["outcome"], registry=self.registry)
+        self.notifications = Counter(
+            "certfleet_notifications", "Notification delivery attempts by outcome.", ["outcome"],
+            registry=self.registry)
 
     def render(self, snapshot: Mapping[str, Iterable[tuple[tuple[str, ...], float]]]) -> bytes:
         """The exposition text: this process's metrics plus a fleet ``snapshot``

@@ -64,6 +64,8 @@ async def _maintenance(coordinator: Coordinator, leadership: Leadership) -> None
                     await coordinator.finish_drained_retirements()
                     await coordinator.start_due_renewals()
                     await coordinator.advance_jobs()
+                    await coordinator.scan_for_alerts()
+                    await coordinator.deliver_notifications()
                 except Exception:  # keep the loop alive; the next round retries
                     log.exception("maintenance round failed")
                 await trio.sleep(MAINTENANCE_INTERVAL)

@@ -16,6 +16,9 @@ import msgspec
 from .pki import KeyType, NameError_, normalize_names
 
 __all__ = [
+    "ChannelCreate",
+    "ChannelInfo",
+    "NotificationInfo",
     "JobInfo",
     "StatusSummary",
     "RenewalPolicyInfo",
@@ -559,6 +562,46 @@ class JobInfo(Message):
     order_id: str | None = None
     next_attempt_at: int | None = None
     last_error: str | None = None
+
+
+Severity = Literal["info", "warning", "critical"]
+
+
+class ChannelCreate(Message):
+    """A notification channel. ``settings`` may be shown; ``secrets`` (HMAC secret,
+    Slack/Teams webhook URL, PagerDuty routing key, OpsGenie key, SMTP password)
+    are sealed at rest and never returned."""
+
+    name: Identifier
+    kind: Literal["webhook", "slack", "teams", "pagerduty", "opsgenie", "email"]
+    settings: dict[str, Any] = {}
+    secrets: dict[str, str] = {}
+    min_severity: Severity = "warning"
+    """Events at this severity or above are routed to the channel."""
+
+
+class ChannelInfo(Message):
+    id: str
+    name: str
+    kind: str
+    settings: dict[str, Any]
+    secret_names: list[str]
+    min_severity: str
+    created_at: int
+
+
+class NotificationInfo(Message):
+    id: str
+    channel_id: str
+    kind: str
+    severity: str
+    summary: str
+    subject: str
+    status: Literal["pending", "delivered", "dead"]
+    attempts: int
+    created_at: int
+    last_error: str | None = None
+    delivered_at: int | None = None
 
 
 class StatusSummary(Message):

@@ -149,6 +149,15 @@ class AgentOperations(CoordinatorBase):
                 if succeeded:
                     self.schedule_renewal(tx, order["certificate_id"])
             job = self.job_for_order(tx, order_id)
+            rolled_back = body.status == "failed" and "restored" in body.detail
+            self.emit(tx, kind="deployment." + ("succeeded" if body.status == "succeeded" else
+                                                "rolled-back" if rolled_back else "failed"),
+                      severity="info" if body.status == "succeeded" else "warning",
+                      subject=f"certificate:{order['certificate_id']}",
+                      summary=f"deployment by {agent_id} {body.status}" + (f": {body.detail}" if body.detail else ""),
+                      # Once per job for failures: retries of the same job do not page again.
+                      dedup_key=f"deployment:{job['id'] if job else order_id}:{body.status}",
+                      details={"order_id": order_id, "fingerprint_sha256": body.fingerprint_sha256})
             if job is not None and job["state"] not in TERMINAL:
                 if body.status == "succeeded":
                     self.job_event(tx, call, job, JobEvent.DEPLOYED, body.detail or "deployed")

@@ -10,10 +10,11 @@ from typing import Any
 from certfleet.shared import wire
 
 from .. import errors
-from ..core import Call, CoordinatorBase, new_id
+from ..core import Call, new_id
 from ..lifecycle.jobs import TERMINAL, JobEvent, JobState, advance, retry_delay
 from ..principal import Principal, PrincipalKind
 from ..storage import Certificates, Jobs, Tx, WorkOrders
+from .notifications import NotificationOperations
 
 __all__ = ["JobOperations"]
 
@@ -33,7 +34,7 @@ def _job_info(row: dict[str, Any]) -> wire.JobInfo:
                         created_at=row["created_at"], updated_at=row["updated_at"])
 
 
-class JobOperations(CoordinatorBase):
+class JobOperations(NotificationOperations):
     pickup_timeout = PICKUP_TIMEOUT
     silent_timeout = SILENT_TIMEOUT
 
@@ -52,6 +53,14 @@ class JobOperations(CoordinatorBase):
         Jobs(tx).update(job["id"], self.now(), state=str(state), **fields)
         self.record(tx, call, action="job.transition", resource_type="job", resource_id=job["id"],
                     details={"from": job["state"], "to": str(state), "event": str(event), "reason": reason[:512]})
+        if state in (JobState.DONE, JobState.FAILED) and event != JobEvent.CANCELLED:
+            succeeded = state == JobState.DONE
+            if job["kind"] == "renewal" or not succeeded:
+                self.emit(tx, kind=f"{job['kind']}.{'succeeded' if succeeded else 'failed'}",
+                          severity="info" if succeeded else "critical", subject=f"certificate:{job['certificate_id']}",
+                          summary=f"{job['kind']} of {job['certificate_id']} {'succeeded' if succeeded else 'failed'}"
+                                  + ("" if succeeded else f" ({reason}): {fields.get('last_error') or ''}"),
+                          dedup_key=f"job:{job['id']}:{state}", details={"job_id": job["id"]})
         return state
 
     def job_for_order(self, tx: Tx, order_id: str) -> dict[str, Any] | None:

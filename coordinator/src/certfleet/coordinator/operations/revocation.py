@@ -4,6 +4,7 @@ number of certificates already revoked."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from certfleet.shared import wire
@@ -36,6 +37,9 @@ class RevocationOperations(CoordinatorBase):
         if job is not None:
             self.job_event(tx, call, job, JobEvent.CANCELLED, "certificate revoked")
         serials = [v["serial"] for v in versions]
+        self.emit(tx, kind="certificate.revoked", severity="warning", subject=f"certificate:{certificate['id']}",
+                  summary=f"{json.loads(certificate['names'])[0]} revoked ({reason})",
+                  dedup_key=f"revoked:{certificate['id']}:{','.join(serials)}", details={"reason": reason})
         self.record(tx, call, resource_type="certificate", resource_id=certificate["id"],
                     details={"reason": reason, "serials": serials})
         return wire.RevokeResult(certificate_id=certificate["id"], status="revoked", serials=serials)
