@@ -32,7 +32,8 @@ async def test_metrics_parse_and_move_when_a_certificate_is_issued(coordinator, 
     assert after[("certfleet_issuance_seconds_count", ())] == 1
     assert after[("certfleet_certificates", (("status", "deployed"),))] == 1
     assert after[("certfleet_deployments_total", (("outcome", "succeeded"),))] == 1
-    assert after[("certfleet_jobs", (("kind", "issue"), ("status", "succeeded")))] == 1
+    assert after[("certfleet_jobs", (("kind", "issue"), ("state", "done")))] == 1
+    assert after[("certfleet_work_orders", (("kind", "issue"), ("status", "succeeded")))] == 1
     assert after[("certfleet_agents", (("liveness", "online"),))] == 1
     remaining = after[("certfleet_certificate_expiry_seconds", (("certificate_id", info.id),))]
     assert 0 < remaining <= info.lifetime_seconds

@@ -56,6 +56,13 @@ def test_pki_and_access_administration_through_the_cli(coordinator, tmp_path):
         process.stop()
     revoked = cli("certificates", "revoke-bulk", "--tag", "edge", "--reason", "key-compromise")
     assert [(r["certificate_id"], r["status"]) for r in revoked] == [(created["id"], "revoked")]
+    jobs = cli("jobs", "list", "--certificate", created["id"])
+    assert [(j["kind"], j["state"]) for j in jobs] == [("issue", "done")]
+    assert cli("policies", "create", "tight", "--lead", "2d", "--reuse-key")["lead_seconds"] == 2 * 86400
+    channel = cli("channels", "create", "hooks", "--kind", "webhook", "--setting", "url=http://127.0.0.1:9/x",
+                  "--secret", "secret=0123456789abcdef0123")
+    assert channel["secret_names"] == ["secret"]
+    assert cli("channels", "test", channel["id"])["status"] == "pending"  # nothing listens on port 9
     status = cli("status")
     assert status["certificates"] == {"revoked": 1} and status["agents"] == {"online": 1}
     events = cli("audit", "list", "--action", "approvals.approve")

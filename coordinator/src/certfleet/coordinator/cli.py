@@ -207,6 +207,41 @@ def _parser() -> argparse.ArgumentParser:
     grant_revoke = grants.add_parser("revoke")
     grant_revoke.add_argument("grant_id")
 
+    policies = commands.add_parser("policies", help="renewal policies").add_subparsers(dest="action", required=True)
+    policies.add_parser("list")
+    policy_create = policies.add_parser("create", help="renew at a fraction of the lifetime or a lead time")
+    policy_create.add_argument("name")
+    policy_kind = policy_create.add_mutually_exclusive_group()
+    policy_kind.add_argument("--fraction", type=float, help="e.g. 0.66 (the default is two thirds)")
+    policy_kind.add_argument("--lead", type=duration, help="renew this long before expiry, e.g. 10d")
+    policy_create.add_argument("--jitter", type=float, default=0.05)
+    policy_create.add_argument("--reuse-key", action="store_true", help="keep the key on renewal (default: new key)")
+
+    jobs = commands.add_parser("jobs", help="issuance and renewal jobs").add_subparsers(dest="action", required=True)
+    jobs_list = jobs.add_parser("list")
+    jobs_list.add_argument("--state")
+    jobs_list.add_argument("--certificate")
+    for verb in ("show", "retry", "cancel"):
+        jobs.add_parser(verb).add_argument("job_id")
+
+    channels = commands.add_parser("channels", help="notification channels").add_subparsers(dest="action",
+                                                                                            required=True)
+    channels.add_parser("list")
+    channel_create = channels.add_parser("create")
+    channel_create.add_argument("name")
+    channel_create.add_argument("--kind", required=True,
+                                choices=["webhook", "slack", "teams", "pagerduty", "opsgenie", "email"])
+    channel_create.add_argument("--setting", type=_label, action="append", default=[], help="key=value")
+    channel_create.add_argument("--secret", type=_label, action="append", default=[],
+                                help="key=value; sealed at rest, never shown again")
+    channel_create.add_argument("--min-severity", choices=["info", "warning", "critical"], default="warning")
+    channels.add_parser("test", help="send a test event now").add_argument("channel")
+    channels.add_parser("delete").add_argument("channel")
+    notifications = commands.add_parser("notifications", help="deliveries").add_subparsers(dest="action",
+                                                                                           required=True)
+    notifications.add_parser("list").add_argument("--status", choices=["pending", "delivered", "dead"])
+    notifications.add_parser("requeue").add_argument("notification_id")
+
     commands.add_parser("me", help="who am I, with which permissions")
     commands.add_parser("status", help="what needs attention: expiring, failing, offline")
     permissions = commands.add_parser("permissions", help="the permission catalogue")
@@ -363,6 +398,38 @@ async def _run_api(api: ApiClient, args: argparse.Namespace) -> Any:
                                 scope_type=scope_type, scope_id=scope_id,
                                 expires_at=now + args.ttl if args.ttl else None)
         return await api.call("auth.grants.create", body), GRANT_COLUMNS, None
+    if command == "policies":
+        columns = ["id", "name", "fraction", "lead_seconds", "jitter", "reuse_key"]
+        if action == "list":
+            return await api.call("renewal-policies.list"), columns, None
+        body = wire.RenewalPolicyCreate(name=args.name, fraction=None if args.lead else (args.fraction or 2 / 3),
+                                        lead_seconds=args.lead, jitter=args.jitter, reuse_key=args.reuse_key)
+        return await api.call("renewal-policies.create", body), columns, None
+    if command == "jobs":
+        columns = ["id", "certificate_id", "kind", "state", "attempts", "next_attempt_at", "last_error"]
+        if action == "list":
+            query = {k: v for k, v in (("state", args.state), ("certificate_id", args.certificate)) if v}
+            return await api.call("jobs.list", query=query or None), columns, None
+        name = {"show": "jobs.get", "retry": "jobs.retry", "cancel": "jobs.cancel"}[action]
+        return await api.call(name, job_id=args.job_id), columns, None
+    if command == "channels":
+        columns = ["id", "name", "kind", "min_severity", "secret_names"]
+        if action == "list":
+            return await api.call("channels.list"), columns, None
+        if action == "create":
+            body = wire.ChannelCreate(name=args.name, kind=args.kind, settings=dict(args.setting),
+                                      secrets=dict(args.secret), min_severity=args.min_severity)
+            return await api.call("channels.create", body), columns, None
+        if action == "test":
+            return (await api.call("channels.test", channel_id=args.channel),
+                    ["id", "status", "attempts", "last_error"], None)
+        return await api.call("channels.delete", channel_id=args.channel), columns, None
+    if command == "notifications":
+        columns = ["id", "channel_id", "kind", "severity", "status", "attempts", "last_error"]
+        if action == "list":
+            query = {"status": args.status} if args.status else None
+            return await api.call("notifications.list", query=query), columns, None
+        return await api.call("notifications.requeue", notification_id=args.notification_id), columns, None
     if command == "status":
         summary = await api.call("status")
         if args.json:

@@ -60,7 +60,9 @@ class Metrics:
 _FLEET: dict[str, tuple[str, list[str]]] = {
     "certfleet_certificates": ("Managed certificates by status.", ["status"]),
     "certfleet_certificate_expiry_seconds": ("Seconds until the soonest certificates expire.", ["certificate_id"]),
-    "certfleet_jobs": ("Work orders by kind and status.", ["kind", "status"]),
+    "certfleet_jobs": ("Issuance and renewal jobs by kind and state (done, failed… are outcomes).",
+                       ["kind", "state"]),
+    "certfleet_work_orders": ("Work orders (attempts) by kind and status.", ["kind", "status"]),
     "certfleet_agents": ("Agents by liveness.", ["liveness"]),
     "certfleet_pending_approvals": ("Requests waiting for a second person.", []),
 }

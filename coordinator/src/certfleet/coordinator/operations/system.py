@@ -45,7 +45,9 @@ class SystemOperations(CoordinatorBase):
                 "certfleet_certificates": [((r["status"],), r["n"]) for r in tx.all(
                     "SELECT status, COUNT(*) AS n FROM certificates GROUP BY status")],
                 "certfleet_certificate_expiry_seconds": [((r["id"],), r["not_after"] - now) for r in soonest],
-                "certfleet_jobs": [((r["kind"], r["status"]), r["n"]) for r in tx.all(
+                "certfleet_jobs": [((r["kind"], r["state"]), r["n"]) for r in tx.all(
+                    "SELECT kind, state, COUNT(*) AS n FROM jobs GROUP BY kind, state")],
+                "certfleet_work_orders": [((r["kind"], r["status"]), r["n"]) for r in tx.all(
                     "SELECT kind, status, COUNT(*) AS n FROM work_orders GROUP BY kind, status")],
                 "certfleet_agents": [((state,), n) for state, n in by_liveness.items()],
                 "certfleet_pending_approvals": [((), tx.one(
