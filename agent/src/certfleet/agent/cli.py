@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -38,6 +39,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _clock():
+    """The wall clock; ``CERTFLEET_AGENT_CLOCK_FILE`` (a test facility, like the
+    failpoints) makes the agent read the time from a file a test moves forward, so a
+    real agent process can live through a simulated day."""
+    path = os.environ.get("CERTFLEET_AGENT_CLOCK_FILE")
+    if not path:
+        return time.time
+    clock_file = Path(path)
+    return lambda: float(clock_file.read_text())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -58,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from .daemon import run_agent
 
-        trio.run(run_agent, paths, args.coordinator)
+        trio.run(run_agent, paths, args.coordinator, _clock())
         return 0
     except KeyboardInterrupt:
         return 130

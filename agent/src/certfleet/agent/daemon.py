@@ -124,5 +124,6 @@ class Agent:
                 await self.client.aclose()
 
 
-async def run_agent(paths: AgentPaths, coordinator: str | None = None) -> None:
-    await Agent(paths, coordinator=coordinator).run()
+async def run_agent(paths: AgentPaths, coordinator: str | None = None,
+                    clock: Callable[[], float] = time.time) -> None:
+    await Agent(paths, coordinator=coordinator, clock=clock).run()
