@@ -74,12 +74,17 @@ def database_url(request: pytest.FixtureRequest) -> str | None:
 
 
 @pytest.fixture
-async def coordinator(nursery, tmp_path, database_url):
+async def coordinator(request, nursery, tmp_path, database_url):
     """A coordinator on 127.0.0.1:0 over real TLS 1.3 (and its plain-HTTP PKI
-    listener), in this test's trio run."""
+    listener), in this test's trio run.
+
+    Its periodic loops are off, so tests that move its clock run the rounds they
+    need themselves and nothing races them; ``@pytest.mark.maintenance`` turns the
+    loops on."""
     from certfleet.coordinator.server import run_coordinator
     from certfleet.coordinator.settings import Settings
 
     settings = Settings(data_dir=tmp_path / "coordinator", database_url=database_url,
-                        listen="127.0.0.1:0", pki_listen="127.0.0.1:0", bootstrap_token=BOOTSTRAP_TOKEN)
+                        listen="127.0.0.1:0", pki_listen="127.0.0.1:0", bootstrap_token=BOOTSTRAP_TOKEN,
+                        maintenance_interval=0.2 if request.node.get_closest_marker("maintenance") else None)
     return await nursery.start(functools.partial(run_coordinator, settings, announce_token=False))

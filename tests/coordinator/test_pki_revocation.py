@@ -99,6 +99,7 @@ async def test_revoking_into_ten_thousand_revoked_builds_no_crl(coordinator, tmp
                 (format(0xABC00000 + i, "x"), info.id, f"ord_planted{i}", now, now + 86400, now, now))
 
     await database.transact(plant)
+    await coordinator.coordinator.refresh_crls()  # every issuer has its first CRL
     builds = coordinator.coordinator.crl_builds
     result = await api.call("certificates.revoke", wire.RevokeRequest(reason="superseded"), certificate_id=info.id)
     assert result.status == "revoked"

@@ -21,7 +21,7 @@ from certfleet.shared import wire
 from tests.e2e.processes import BIN
 from tests.support import admin_client, ca_fingerprint
 
-pytestmark = [pytest.mark.e2e, pytest.mark.parametrize("database_url", [None])]
+pytestmark = [pytest.mark.e2e, pytest.mark.maintenance, pytest.mark.parametrize("database_url", [None])]
 
 
 class FileClock:

@@ -47,10 +47,7 @@ class Running:
     coordinator: Coordinator
 
 
-MAINTENANCE_INTERVAL = 1.0
-
-
-async def _maintenance(coordinator: Coordinator, leadership: Leadership) -> None:
+async def _maintenance(coordinator: Coordinator, leadership: Leadership, interval: float) -> None:
     """Periodic upkeep, on the leader only: CRLs that are due (debounced after
     revocations, refreshed before they go stale), approvals that expired,
     retirements that drained, renewals that are due."""
@@ -68,7 +65,7 @@ async def _maintenance(coordinator: Coordinator, leadership: Leadership) -> None
                     await coordinator.deliver_notifications()
                 except Exception:  # keep the loop alive; the next round retries
                     log.exception("maintenance round failed")
-                await trio.sleep(MAINTENANCE_INTERVAL)
+                await trio.sleep(interval)
 
 
 async def run_coordinator(
@@ -103,7 +100,9 @@ async def run_coordinator(
         config.errorlog = logging.getLogger("hypercorn.error")
         config.graceful_timeout = 5
         async with trio.open_nursery() as upkeep:
-            upkeep.start_soon(_maintenance, coordinator, Leadership(database, settings.database_url))
+            if settings.maintenance_interval is not None:
+                upkeep.start_soon(_maintenance, coordinator, Leadership(database, settings.database_url),
+                                  settings.maintenance_interval)
             async with trio.open_nursery() as servers:
                 if settings.pki_listen:
                     pki_config = Config()

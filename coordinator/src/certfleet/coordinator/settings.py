@@ -29,6 +29,9 @@ class Settings:
     """How clients reach this coordinator (behind a load balancer); default: the bound URL."""
     pki_listen: str | None = None
     """Optional plain-HTTP listener for CRL, OCSP and CA certificates only."""
+    maintenance_interval: float | None = 1.0
+    """Seconds between rounds of the periodic loops; ``None`` turns them off (tests
+    that drive time by hand run the rounds themselves)."""
     cors_origins: tuple[str, ...] = ()
     """Browser origins allowed to call the API cross-origin; none by default."""
 
