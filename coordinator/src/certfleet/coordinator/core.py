@@ -18,6 +18,7 @@ from certfleet.shared import agent_token, jws
 from . import audit, credentials, errors, ratelimit
 from .ca.registry import Authorities
 from .initialize import CoordinatorKeys
+from .integrity import RowIntegrity
 from .metrics import Metrics
 from .principal import Principal, PrincipalKind, RequestMeta
 from .rbac import BUILTIN_ROLES, EffectivePermissions, Scope
@@ -52,19 +53,23 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(12)}"
 
 
-def role_permissions(tx: Tx, role: str) -> frozenset[str] | None:
-    """A role's permissions, built-in or custom; ``None`` if no such role."""
+def role_permissions(tx: Tx, role: str, integrity: RowIntegrity | None = None) -> frozenset[str] | None:
+    """A role's permissions, built-in or custom; ``None`` if no such role (or, with
+    ``integrity``, if its row fails the integrity check)."""
     if role in BUILTIN_ROLES:
         return BUILTIN_ROLES[role][1]
     row = Roles(tx).find(role)
-    return frozenset(json.loads(row["permissions"])) if row else None
+    if row is None or (integrity is not None and not integrity.valid("roles", row)):
+        return None
+    return frozenset(json.loads(row["permissions"]))
 
 
-def effective_permissions(tx: Tx, principals: list[tuple[str, str]], now: int) -> tuple[EffectivePermissions, list[dict[str, Any]]]:
-    grants = Grants(tx).live_for(principals, now)
+def effective_permissions(tx: Tx, principals: list[tuple[str, str]], now: int,
+                          integrity: RowIntegrity) -> tuple[EffectivePermissions, list[dict[str, Any]]]:
+    grants = [g for g in Grants(tx).live_for(principals, now) if integrity.valid("grants", g)]
     held = []
     for grant in grants:
-        permissions = role_permissions(tx, grant["role"])
+        permissions = role_permissions(tx, grant["role"], integrity)
         if permissions is not None:
             held.append((permissions, Scope(grant["scope_type"], grant["scope_id"])))
     return EffectivePermissions.from_grants(held), grants
@@ -80,6 +85,7 @@ class CoordinatorBase:
         self._wakeups: dict[str, trio.Event] = {}
         self._root_pem = keys.root.public_bytes(serialization.Encoding.PEM).decode()
         self.authorities = Authorities(keys.master)
+        self.integrity = RowIntegrity(keys.master)
         self.telemetry = Metrics()
         self.public_url = ""
         """The HTTPS base URL clients use; set once the server is bound."""
@@ -141,13 +147,14 @@ class CoordinatorBase:
             if (
                 row is None
                 or not credentials.matches(token, row["secret_hash"])
+                or not self.integrity.valid("api_keys", row)
                 or row["revoked_at"] is not None
                 or (row["expires_at"] is not None and row["expires_at"] <= now)
             ):
                 raise errors.Unauthorized("invalid, revoked or expired API key")
             keys.touch(key_id, now)
             principals = [("api-key", key_id)] + ([("user", row["user_id"])] if row["user_id"] else [])
-            permissions, _ = effective_permissions(tx, principals, now)
+            permissions, _ = effective_permissions(tx, principals, now, self.integrity)
             return Principal(PrincipalKind.API_KEY, key_id, row["user_id"], permissions)
 
         return await self.database.transact(check)
@@ -162,7 +169,7 @@ class CoordinatorBase:
 
             def key_for(kid: str):
                 row = agents.find(kid)
-                if row is None:
+                if row is None or not self.integrity.valid("agents", row):
                     return None
                 found.update(row)
                 return jws.public_key_from_raw(row["public_key"])
@@ -174,7 +181,7 @@ class CoordinatorBase:
             if not agents.use_token_id(found["id"], claims["jti"], int(claims["exp"]), now):
                 raise errors.Unauthorized("agent token was already used", slug="agent-token-replayed")
             agents.seen(found["id"], now)
-            permissions, _ = effective_permissions(tx, [("agent", found["id"])], now)
+            permissions, _ = effective_permissions(tx, [("agent", found["id"])], now, self.integrity)
             return Principal(PrincipalKind.AGENT, found["id"], None, permissions)
 
         return await self.database.transact(check)

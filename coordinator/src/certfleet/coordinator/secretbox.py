@@ -15,7 +15,9 @@ import secrets
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 __all__ = ["MasterKey", "MasterKeyError"]
 
@@ -32,6 +34,7 @@ class MasterKey:
         if len(key) != 32:
             raise MasterKeyError("the master key must be 32 bytes")
         self._aead = AESGCM(key)
+        self._key = key
 
     @classmethod
     def load_or_create(cls, path: Path, env_value: str | None = None) -> MasterKey:
@@ -50,6 +53,11 @@ class MasterKey:
             handle.flush()
             os.fsync(handle.fileno())
         return cls(key)
+
+    def derive(self, purpose: str) -> bytes:
+        """A 32-byte key for one purpose, derived with HKDF-SHA256 (RFC 5869)."""
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                    info=f"certfleet {purpose}".encode()).derive(self._key)
 
     def seal(self, plaintext: bytes, *, context: str) -> str:
         nonce = secrets.token_bytes(_NONCE_BYTES)

@@ -38,7 +38,7 @@ class AccessOperations(CoordinatorBase):
 
     def _guard_role(self, tx: Tx, call: Call, role: str, scope: Scope) -> frozenset[str]:
         """The role's permissions, if the caller holds every one of them at ``scope``."""
-        permissions = role_permissions(tx, role)
+        permissions = role_permissions(tx, role, self.integrity)
         if permissions is None:
             raise errors.UnprocessableEntity(f"no role {role!r}", slug="unknown-role")
         issuer = None
@@ -71,6 +71,7 @@ class AccessOperations(CoordinatorBase):
         grants.insert(id=grant_id, principal_type=principal_type, principal_id=principal_id, role=role,
                       scope_type=scope.type, scope_id=scope.id, expires_at=expires_at,
                       created_by=call.principal.actor, now=self.now())
+        self.integrity.seal(tx, "grants", grant_id)
         return grants.get(grant_id)
 
     # --- bootstrap ----------------------------------------------------------------------
@@ -92,6 +93,7 @@ class AccessOperations(CoordinatorBase):
                 raise errors.Gone("the bootstrap token has already been exchanged", slug="bootstrap-used")
             ApiKeys(tx).insert(id=minted.id, secret_hash=minted.secret_hash, name="bootstrap admin",
                                user_id="admin", created_by="bootstrap", now=now)
+            self.integrity.seal(tx, "api_keys", minted.id)
             self._grant(tx, call, principal_type="api-key", principal_id=minted.id, role="admin", scope=GLOBAL,
                         expires_at=None)
             self.record(tx, call, resource_type="api-key", resource_id=minted.id, details={"role": "admin"},
@@ -129,6 +131,7 @@ class AccessOperations(CoordinatorBase):
         keys = ApiKeys(tx)
         keys.insert(id=minted.id, secret_hash=minted.secret_hash, name=body.name, user_id=user,
                     created_by=call.principal.actor, now=self.now(), expires_at=body.expires_at)
+        self.integrity.seal(tx, "api_keys", minted.id)
         for role in body.roles:
             self._grant(tx, call, principal_type="api-key", principal_id=minted.id, role=role, scope=GLOBAL,
                         expires_at=body.expires_at)
@@ -157,6 +160,7 @@ class AccessOperations(CoordinatorBase):
         # Same id, new secret: grants and audit history stay attached to the key.
         minted = credentials.mint(credentials.API_KEY, id=key_id)
         keys.set_secret(key_id, minted.secret_hash)
+        self.integrity.seal(tx, "api_keys", key_id)
         self.record(tx, call, resource_type="api-key", resource_id=key_id)
         return keys.get(key_id), minted.token
 
@@ -167,6 +171,7 @@ class AccessOperations(CoordinatorBase):
             raise errors.NotFound(f"API key {key_id} does not exist")
         self._guard_last_admin(tx, dropping_key=key_id)
         keys.revoke(key_id, self.now())
+        self.integrity.seal(tx, "api_keys", key_id)
         self.record(tx, call, resource_type="api-key", resource_id=key_id)
         return keys.get(key_id)
 
@@ -222,6 +227,7 @@ class AccessOperations(CoordinatorBase):
         def create(tx: Tx) -> None:
             Roles(tx).insert(name=body.name, description=body.description, permissions=body.permissions,
                              created_by=call.principal.actor, now=self.now())
+            self.integrity.seal(tx, "roles", body.name)
             self.record(tx, call, resource_type="role", resource_id=body.name,
                         details={"permissions": sorted(body.permissions)})
 

@@ -65,10 +65,13 @@ class FleetOperations(CoordinatorBase):
                 raise errors.Conflict("this identity key is already enrolled")
             Agents(tx).insert(id=agent_id, name=body.name, public_key=raw_key, labels=json.loads(row["labels"]),
                               enrollment_token_id=token_id, now=now)
+            self.integrity.seal(tx, "agents", agent_id)
             # The agent role is an ordinary grant: visible, and revocable to cut an agent off.
-            Grants(tx).insert(id=new_id("grt"), principal_type="agent", principal_id=agent_id, role="agent",
+            grant_id = new_id("grt")
+            Grants(tx).insert(id=grant_id, principal_type="agent", principal_id=agent_id, role="agent",
                               scope_type=GLOBAL.type, scope_id=None, expires_at=None,
                               created_by=f"enrollment-token:{token_id}", now=now)
+            self.integrity.seal(tx, "grants", grant_id)
             self.record(tx, call, resource_type="agent", resource_id=agent_id, details={"name": body.name},
                         actor=("enrollment-token", token_id))
 

@@ -86,14 +86,16 @@ MIGRATIONS: tuple[tuple[int, str, tuple[Statement, ...]], ...] = (
                 created_at BIGINT NOT NULL,
                 expires_at BIGINT,
                 revoked_at BIGINT,
-                last_used_at BIGINT)""",
+                last_used_at BIGINT,
+                mac TEXT)""",
             "CREATE INDEX api_keys_user ON api_keys (user_id)",
             """CREATE TABLE roles (
                 name TEXT PRIMARY KEY,
                 description TEXT NOT NULL,
                 permissions TEXT NOT NULL,
                 created_by TEXT NOT NULL,
-                created_at BIGINT NOT NULL)""",
+                created_at BIGINT NOT NULL,
+                mac TEXT)""",
             """CREATE TABLE grants (
                 id TEXT PRIMARY KEY,
                 principal_type TEXT NOT NULL,
@@ -103,7 +105,8 @@ MIGRATIONS: tuple[tuple[int, str, tuple[Statement, ...]], ...] = (
                 scope_id TEXT,
                 expires_at BIGINT,
                 created_by TEXT NOT NULL,
-                created_at BIGINT NOT NULL)""",
+                created_at BIGINT NOT NULL,
+                mac TEXT)""",
             "CREATE INDEX grants_principal ON grants (principal_type, principal_id)",
             """CREATE TABLE rate_limits (
                 key TEXT PRIMARY KEY,
@@ -176,7 +179,8 @@ MIGRATIONS: tuple[tuple[int, str, tuple[Statement, ...]], ...] = (
                 labels TEXT NOT NULL,
                 enrollment_token_id TEXT,
                 created_at BIGINT NOT NULL,
-                last_seen_at BIGINT)""",
+                last_seen_at BIGINT,
+                mac TEXT)""",
             """CREATE TABLE agent_token_uses (
                 agent_id TEXT NOT NULL REFERENCES agents(id),
                 jti TEXT NOT NULL,
