@@ -114,7 +114,10 @@ def test_failing_reload_restores_previous_files_and_reports_stderr(fleet, tmp_pa
     before = {name: (target / name).read_bytes() for name in FILES}
     modes = {name: (target / name).stat().st_mode for name in FILES}
 
-    failing = json.dumps(["sh", "-c", "echo 'config test failed: bad certificate' >&2; exit 3"])
+    hook = tmp_path / "failing-reload"
+    hook.write_text("#!/bin/sh\necho 'config test failed: bad certificate' >&2\nexit 3\n")
+    hook.chmod(0o755)
+    failing = json.dumps([str(hook)])
     info = _wait_final(coordinator, _create(coordinator, agent, target, "--reload-command", failing))
 
     assert info["status"] == "failed"

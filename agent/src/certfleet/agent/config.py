@@ -46,6 +46,11 @@ class AgentPaths:
     def keys(self) -> Path:
         return self.root / "keys"
 
+    @property
+    def secrets(self) -> Path:
+        """Secrets that targets name (``password_secret``…): JSON, 0600, never sent."""
+        return self.root / "secrets.json"
+
 
 @dataclass(frozen=True)
 class AgentConfig:

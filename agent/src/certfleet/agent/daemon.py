@@ -17,6 +17,7 @@ from .client import CoordinatorClient, CoordinatorError
 from .config import AgentConfig, AgentPaths, load_identity
 from .executor import Executor
 from .keystore import KeyStore
+from .secrets import Secrets
 from .state import AgentState
 
 __all__ = ["Agent", "run_agent"]
@@ -45,7 +46,7 @@ class Agent:
             agent_id=self.config.agent_id, identity=load_identity(paths), clock=clock)
         self._outbox_ready = trio.Event()
         self.executor = Executor(self.config, self.state, KeyStore(paths.keys), self.client, clock=clock,
-                                 on_outbox=self._wake_outbox)
+                                 on_outbox=self._wake_outbox, secrets=Secrets(paths.secrets))
         self.poll_wait = poll_wait
         self._rng = random.Random()
 

@@ -39,8 +39,9 @@ from certfleet.shared.workorder import VerifiedOrder, WorkOrderRefused, verify_w
 
 from .client import CoordinatorClient, CoordinatorError
 from .config import AgentConfig
-from .deployers import Bundle, DeployError, FileDeployer
+from .deployers import Bundle, DeployError, Deployers
 from .keystore import KeyStore
+from .secrets import Secrets
 from .state import TERMINAL, AgentState, OrderEvent, OrderState
 
 __all__ = ["Executor"]
@@ -51,12 +52,12 @@ log = logging.getLogger("certfleet.agent.executor")
 class Executor:
     def __init__(self, config: AgentConfig, state: AgentState, keystore: KeyStore,
                  client: CoordinatorClient, *, clock: Callable[[], float] = time.time,
-                 on_outbox: Callable[[], None] = lambda: None) -> None:
+                 on_outbox: Callable[[], None] = lambda: None, secrets: Secrets) -> None:
         self.config = config
         self.state = state
         self.keystore = keystore
         self.client = client
-        self.deployer = FileDeployer(state)
+        self.deployers = Deployers(state, secrets)
         self._keys = config.pinned_keys()
         self._clock = clock
         self._on_outbox = on_outbox
@@ -112,10 +113,11 @@ class Executor:
             self.state.enqueue(operation("agent.result").url_path(order_id=order.id), wire.encode(result))
         self._on_outbox()
 
-    def _fail(self, order: VerifiedOrder, detail: str, *, retryable: bool = True) -> None:
+    def _fail(self, order: VerifiedOrder, detail: str, *, retryable: bool = True,
+              deployment: wire.DeploymentFacts | None = None) -> None:
         log.error("work order %s failed: %s", order.id, detail)
         self._finish(order, OrderEvent.FAILED, wire.OrderResult(status="failed", detail=detail[:8192],
-                                                                retryable=retryable))
+                                                                retryable=retryable, deployment=deployment))
 
     async def execute(self, order: VerifiedOrder) -> None:
         payload = order.payload
@@ -149,16 +151,23 @@ class Executor:
             deploy_bundle = Bundle(certificate=row["certificate_pem"].encode(), chain=row["chain_pem"].encode(),
                                    private_key=private_key_pem(key),
                                    fingerprint_sha256=certificate_fingerprint(leaf))
+            kind = payload.target.__struct_config__.tag
             try:
-                outcome = await self.deployer.deploy(order.id, payload.target, deploy_bundle)
+                outcome = await self.deployers.deploy(order.id, payload.target, deploy_bundle,
+                                                      server_name=payload.names[0])
             except DeployError as exc:
-                self._fail(order, exc.detail)
+                self._fail(order, exc.detail, deployment=wire.DeploymentFacts(
+                    kind=kind, failed_step=exc.step, rolled_back=exc.rolled_back,
+                    served_fingerprint=exc.served_fingerprint))
                 return
             log.info("work order %s deployed certificate %s", order.id, outcome.fingerprint_sha256)
+            written = ", ".join(outcome.changed) or "nothing (unchanged)"
             self._finish(order, OrderEvent.DEPLOYED, wire.OrderResult(
                 status="succeeded", fingerprint_sha256=outcome.fingerprint_sha256,
-                detail=f"wrote {', '.join(outcome.changed) or 'nothing (unchanged)'}"
-                       f"{'; reloaded' if outcome.reloaded else ''}"))
+                detail=f"wrote {written}{'; reloaded' if outcome.reloaded else ''}"
+                       f"{'; served ' + outcome.served_fingerprint if outcome.served_fingerprint else ''}",
+                deployment=wire.DeploymentFacts(kind=kind, skipped=outcome.skipped,
+                                                served_fingerprint=outcome.served_fingerprint)))
 
     @staticmethod
     def _check_certificate(bundle: wire.CertificateBundle, key, names: list[str]) -> str | None:

@@ -2,7 +2,8 @@
 
 Modules: :mod:`pki` (keys, CSRs, certificates), :mod:`jws` (typed EdDSA JWTs),
 :mod:`workorder` (signed work orders), :mod:`agent_token` (agent request tokens),
-:mod:`wire` (messages), :mod:`api` (the operation catalogue).
+:mod:`wire` (messages), :mod:`targets` (deployment targets), :mod:`api` (the
+operation catalogue).
 """
 
-__all__ = ["agent_token", "api", "jws", "paths", "pki", "wire", "workorder"]
+__all__ = ["agent_token", "api", "jws", "paths", "pki", "targets", "wire", "workorder"]

@@ -8,12 +8,12 @@ Schema published in the OpenAPI document.
 
 from __future__ import annotations
 
-import os
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
 from .pki import KeyType, NameError_, normalize_names
+from .targets import FileTarget, Target
 
 __all__ = [
     "ChannelCreate",
@@ -58,6 +58,7 @@ __all__ = [
     "CertificateInfo",
     "CsrSubmission",
     "Delivery",
+    "DeploymentFacts",
     "EnrollmentTokenCreate",
     "EnrollmentTokenInfo",
     "EnrollRequest",
@@ -95,43 +96,8 @@ def encode(value: object) -> bytes:
 
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=253)]
-Argv = Annotated[
-    list[Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]],
-    msgspec.Meta(min_length=1, max_length=64),
-]
-Mode = Annotated[int, msgspec.Meta(ge=0, le=0o777)]
-Account = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.][A-Za-z0-9_.-]*$")]
 
 
-class FileTarget(Message, tag="file", tag_field="kind"):
-    """Write ``cert.pem``, ``chain.pem``, ``fullchain.pem`` and ``privkey.pem``
-    into ``directory``, the layout certbot users expect.
-
-    ``reload_command`` is an argv list run without a shell after the files changed.
-    ``mode`` applies to the certificate files, ``key_mode`` to ``privkey.pem``; both
-    apply only to files that do not exist yet (existing files keep their owner,
-    group and mode).
-    """
-
-    directory: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
-    mode: Mode = 0o644
-    key_mode: Mode = 0o600
-    owner: Account | None = None
-    group: Account | None = None
-    reload_command: Argv | None = None
-
-    def validate(self) -> None:
-        if not os.path.isabs(self.directory) or "\x00" in self.directory:
-            raise msgspec.ValidationError("target directory must be an absolute path")
-        if os.path.normpath(self.directory) != self.directory.rstrip("/") or ".." in self.directory.split("/"):
-            raise msgspec.ValidationError("target directory must be a normalized path")
-        if self.key_mode & 0o077:
-            raise msgspec.ValidationError("key_mode must not grant group or other access")
-        if self.reload_command and any("\x00" in arg for arg in self.reload_command):
-            raise msgspec.ValidationError("reload_command arguments must not contain NUL")
-
-
-Target = FileTarget
 
 
 class IssueOrder(Message):
@@ -268,12 +234,28 @@ class CertificateBundle(Message):
     not_after: int
 
 
+Fingerprint = Annotated[str, msgspec.Meta(min_length=64, max_length=64, pattern=r"^[0-9a-f]{64}$")]
+
+
+class DeploymentFacts(Message):
+    """How one deployment attempt went, for per-target metrics on the coordinator."""
+
+    kind: Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[a-z0-9-]+$")]
+    skipped: bool = False
+    """Identical content was already in place: nothing written, no reload."""
+    failed_step: Literal["prepare", "write", "config-test", "reload", "verify", "apply"] | None = None
+    rolled_back: bool = False
+    served_fingerprint: Fingerprint | None = None
+    """The leaf the post-deploy check saw being served."""
+
+
 class OrderResult(Message):
     status: Literal["succeeded", "failed"]
     detail: Annotated[str, msgspec.Meta(max_length=8192)] = ""
     fingerprint_sha256: Annotated[str, msgspec.Meta(max_length=64)] | None = None
     retryable: bool = True
     """False when trying again cannot help (the coordinator refused the CSR)."""
+    deployment: DeploymentFacts | None = None
 
 
 class AgentReport(Message):
