@@ -28,7 +28,7 @@ def certificate_info(row: dict[str, Any]) -> wire.CertificateInfo:
     return wire.CertificateInfo(
         id=row["id"], names=json.loads(row["names"]), key_type=row["key_type"],
         lifetime_seconds=row["lifetime_seconds"], agent_id=row["agent_id"], profile_id=row["profile_id"],
-        target=msgspec.json.decode(row["target"], type=wire.FileTarget), status=row["status"],
+        target=msgspec.json.decode(row["target"], type=wire.Target), status=row["status"],
         created_at=row["created_at"], serial=row["serial"], not_before=row["not_before"],
         not_after=row["not_after"], fingerprint_sha256=row["fingerprint_sha256"], last_error=row["last_error"],
         tags=json.loads(row["tags"]), revoked_at=row.get("revoked_at"), renew_at=row["renew_at"],
@@ -160,7 +160,7 @@ class CertificateOperations(JobOperations):
         """Sign and queue an ``issue`` order for the certificate's job (``event`` moves
         the job when it was waiting); the one place issuance orders are made."""
         order_id = new_id("ord")
-        target = msgspec.json.decode(certificate["target"], type=wire.FileTarget)
+        target = msgspec.json.decode(certificate["target"], type=wire.Target)
         token = sign_work_order(
             key=self.keys.work_order_key, order_id=order_id, agent_id=certificate["agent_id"], kind=OrderKind.ISSUE,
             payload=wire.IssueOrder(certificate_id=certificate["id"], names=json.loads(certificate["names"]),
