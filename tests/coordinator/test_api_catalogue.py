@@ -291,7 +291,7 @@ async def test_internal_errors_never_leak_detail(nursery, tmp_path, database_url
             "health": await http.get("/health"),
             "agents.list": await http.get("/api/v1/agents", headers=bearer),
             "certificates.create": await http.post("/api/v1/certificates", headers=bearer, json={
-                "common_name": "x.example.test", "agent_id": "agt_x", "target": {"directory": "/tmp/x"}}),
+                "common_name": "x.example.test", "agent_id": "agt_x", "target": {"kind": "file", "directory": "/tmp/x"}}),
         }
         typed = await http.get("/api/v1/issuers", headers=bearer)
     for name, response in answers.items():

@@ -149,6 +149,9 @@ async def test_every_successful_mutation_is_audited_under_its_operation_name(coo
     await agent.client.call("agent.csr", wire.CsrSubmission(csr=csr), order_id=order.id)
     await agent.client.call("agent.result", wire.OrderResult(status="succeeded"), order_id=order.id)
     await agent.client.call("agent.report", wire.AgentReport(event="work-order-refused", reason="replay"))
+    named = await admin.call("targets.create", wire.TargetCreate(
+        name="life-files", agent_id=agent.config.agent_id, settings=wire.FileTarget(directory=str(tmp_path / "n"))))
+    await admin.call("targets.test", target_id=named.name)
 
     # The PKI: hierarchy, a profile edit, revocation, an approval.
     root = await admin.call("issuers.create-root", wire.RootCreate(name="life-root"))

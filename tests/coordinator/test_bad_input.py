@@ -102,7 +102,7 @@ async def test_bodies_that_are_too_large_wrong_or_unknown_are_refused(coordinato
     api_key, agent, _ = scene
     bearer = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
     valid = {"common_name": "x.example.test", "agent_id": agent.config.agent_id,
-             "target": {"directory": str(tmp_path / "x")}}
+             "target": {"kind": "file", "directory": str(tmp_path / "x")}}
     before = await _counts(coordinator)
     # The server answers 413 as soon as it sees the Content-Length, before the body
     # arrives (RFC 9110 §15.5.14), and closes; httpx cannot read such an early answer,
@@ -126,7 +126,7 @@ async def test_bodies_that_are_too_large_wrong_or_unknown_are_refused(coordinato
         _assert_problem(await http.post("/api/v1/certificates", content=chunks(), headers=bearer), 413)
         _assert_problem(await http.post("/api/v1/certificates", json={**valid, "colour": "red"}, headers=bearer),
                         400, "invalid-body")
-        _assert_problem(await http.post("/api/v1/certificates", json={**valid, "target": {
+        _assert_problem(await http.post("/api/v1/certificates", json={**valid, "target": {"kind": "file",
             "directory": "relative/path"}}, headers=bearer), 400, "invalid-body")
         _assert_problem(await http.post("/api/v1/certificates", json={**valid, "common_name": "bad name!"},
                                         headers=bearer), 400, "invalid-body")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -24,12 +25,16 @@ class SimulatedClock:
         return self.now
 
 
-def _reload_failing(times: int, counter) -> list[str]:
-    """A reload command (argv, no shell) that fails its first ``times`` runs."""
-    script = (f"import pathlib,sys; p=pathlib.Path({str(counter)!r}); n=int(p.read_text() or 0) if p.exists() else 0;"
-              f" p.write_text(str(n+1)); sys.stderr.write('reload failed\\\\n') if n < {times} else None;"
-              f" sys.exit(3 if n < {times} else 0)")
-    return [sys.executable, "-c", script]
+def _reload_failing(times: int, counter: Path) -> list[str]:
+    """A reload command that fails its first ``times`` runs: a script file beside the
+    counter (target commands are argv lists of plain words, never shell text)."""
+    script = counter.with_name("reload-failing")
+    script.write_text(
+        f"#!{sys.executable}\nimport pathlib, sys\np = pathlib.Path({str(counter)!r})\n"
+        "n = int(p.read_text() or 0) if p.exists() else 0\np.write_text(str(n + 1))\n"
+        f"if n < {times}:\n    sys.stderr.write('reload failed\\n')\n    sys.exit(3)\n")
+    script.chmod(0o755)
+    return [str(script)]
 
 
 async def _setup(coordinator, tmp_path, reload_command):

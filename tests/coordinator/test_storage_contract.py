@@ -20,6 +20,7 @@ from certfleet.coordinator.storage import (
     Issuers,
     Meta,
     Profiles,
+    Targets,
     WorkOrders,
 )
 from certfleet.coordinator.storage.migrations import MIGRATIONS
@@ -63,9 +64,11 @@ def _issuer_and_profile(tx) -> None:
 
 
 def _certificate(tx, id: str = "cert-1", *, agent_id: str = "agent-1", now: int = NOW) -> None:
+    Targets(tx).insert(id=f"target-of-{id}", name=f"target-of-{id}", agent_id=agent_id, kind="file",
+                       settings=json.dumps({"kind": "file", "directory": "/etc/tls"}), created_by="test", now=now)
     Certificates(tx).insert(id=id, names=["www.example.com", "192.0.2.1"], key_type="ec-p256",
                             lifetime_seconds=90 * 86400, agent_id=agent_id, profile_id="profile-1",
-                            target=json.dumps({"kind": "file", "directory": "/etc/tls"}), now=now, tags=["web"])
+                            target_id=f"target-of-{id}", now=now, tags=["web"])
 
 
 def _order(tx, id: str, *, agent_id: str = "agent-1", created: int = NOW, expires: int = NOW + 3600,

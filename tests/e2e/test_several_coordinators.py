@@ -43,7 +43,7 @@ def test_renewals_happen_once_and_leadership_fails_over(tmp_path, fresh_postgres
             for i in range(CERTIFICATES):
                 response = api.post("/api/v1/certificates", json={
                     "common_name": f"n{i}.fleet.test", "agent_id": agents[i % len(agents)].agent_id,
-                    "target": {"directory": str(tmp_path / "targets" / str(i))}})
+                    "target": {"kind": "file", "directory": str(tmp_path / "targets" / str(i))}})
                 assert response.status_code == 201, response.text
 
         def statuses() -> dict[str, int]:

@@ -21,8 +21,13 @@ MESSAGES = sorted(
 STRICT = [cls for cls in MESSAGES if cls.__struct_config__.forbid_unknown_fields]
 
 # Field values the generic example builder cannot guess (validated beyond their type).
-_FIELD_VALUES: dict[str, Any] = {"directory": "/etc/tls/example", "common_name": "www.example.com"}
-_CLASS_EXTRAS: dict[type, dict[str, Any]] = {wire.BulkRevokeRequest: {"tag": "web"}}
+_FIELD_VALUES: dict[str, Any] = {
+    "directory": "/etc/tls/example", "common_name": "www.example.com", "certificate_path": "/etc/tls/cert.pem",
+    "key_path": "/etc/tls/key.pem", "dynamic_config_path": "/etc/traefik/dynamic/tls.yaml",
+    "sds_path": "/etc/envoy/sds.json", "path": "/opt/app/keystore.p12",
+}
+_CLASS_EXTRAS: dict[type, dict[str, Any]] = {wire.BulkRevokeRequest: {"tag": "web"},
+                                             wire.CertificateCreate: {"target_id": "web-frontend"}}
 
 
 def _example(info: mi.Type, field: str = "") -> Any:

@@ -1,4 +1,4 @@
-"""The ``certfleet-agent`` command: ``enroll`` and ``run``."""
+"""The ``certfleet-agent`` command: ``enroll``, ``run``, ``deploy --dry-run`` and ``rollback``."""
 
 from __future__ import annotations
 
@@ -36,6 +36,15 @@ def _parser() -> argparse.ArgumentParser:
     enroll_cmd.add_argument("--json", action="store_true")
     run = commands.add_parser("run", help="poll for work orders and execute them")
     run.add_argument("--coordinator", help="override the coordinator URL stored at enrollment")
+    deploy = commands.add_parser("deploy", help="show the deployment plan for a target (only --dry-run:"
+                                                " real deployments come from signed work orders)")
+    deploy.add_argument("--dry-run", action="store_true", required=True)
+    which = deploy.add_mutually_exclusive_group(required=True)
+    which.add_argument("--certificate", help="a certificate this agent deployed: its target and certificate")
+    which.add_argument("--target-file", type=Path, help="a target's settings as JSON (kind included)")
+    rollback = commands.add_parser("rollback", help="restore the files the latest deployment of a"
+                                                    " certificate replaced, and reload")
+    rollback.add_argument("certificate")
     return parser
 
 
@@ -67,6 +76,20 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps({"agent_id": enrolled.agent_id, "agent_dir": str(paths.root)}))
             else:
                 print(f"enrolled as {enrolled.agent_id}; state in {paths.root}")
+            return 0
+        if args.command in ("deploy", "rollback"):
+            from . import manual
+
+            try:
+                if args.command == "deploy":
+                    target_json = args.target_file.read_bytes() if args.target_file else None
+                    print(trio.run(lambda: manual.dry_run(paths, certificate_id=args.certificate,
+                                                          target_json=target_json)))
+                else:
+                    print(trio.run(manual.roll_back, paths, args.certificate))
+            except manual.ManualError as exc:
+                print(f"certfleet-agent: {exc}", file=sys.stderr)
+                return 1
             return 0
         from .daemon import run_agent
 

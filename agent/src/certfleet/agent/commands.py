@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import trio
@@ -36,14 +38,18 @@ def _clip(data: bytes | None) -> str:
     return text if len(text) <= OUTPUT_LIMIT else text[:OUTPUT_LIMIT] + "…"
 
 
-async def run_argv(argv: list[str] | tuple[str, ...], *, timeout: float = 120.0) -> CommandResult:
-    """Run ``argv`` (no shell), capturing output; a missing program is a failure too."""
+async def run_argv(argv: list[str] | tuple[str, ...], *, timeout: float = 120.0,
+                   env: Mapping[str, str] | None = None) -> CommandResult:
+    """Run ``argv`` (no shell), capturing output; a missing program is a failure too.
+
+    ``env`` adds variables to the agent's own environment for this process: the way to
+    hand a program a password, since any local user can read another process's argv."""
     argv = tuple(argv)
     try:
         with trio.move_on_after(timeout):
             completed = await trio.run_process(
                 list(argv), capture_stdout=True, capture_stderr=True, check=False,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL, env={**os.environ, **env} if env else None,
             )
             return CommandResult(argv, completed.returncode, _clip(completed.stdout), _clip(completed.stderr))
     except OSError as exc:

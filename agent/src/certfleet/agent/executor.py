@@ -35,7 +35,7 @@ from certfleet.shared.pki import (
     private_key_pem,
     public_key_matches,
 )
-from certfleet.shared.workorder import VerifiedOrder, WorkOrderRefused, verify_work_order
+from certfleet.shared.workorder import OrderKind, VerifiedOrder, WorkOrderRefused, verify_work_order
 
 from .client import CoordinatorClient, CoordinatorError
 from .config import AgentConfig
@@ -120,6 +120,9 @@ class Executor:
                                                                 retryable=retryable, deployment=deployment))
 
     async def execute(self, order: VerifiedOrder) -> None:
+        if order.kind is OrderKind.CHECK_TARGET:
+            await self._check_target(order)
+            return
         payload = order.payload
         row = self.state.order(order.id)
         assert row is not None
@@ -168,6 +171,18 @@ class Executor:
                        f"{'; served ' + outcome.served_fingerprint if outcome.served_fingerprint else ''}",
                 deployment=wire.DeploymentFacts(kind=kind, skipped=outcome.skipped,
                                                 served_fingerprint=outcome.served_fingerprint)))
+
+    async def _check_target(self, order: VerifiedOrder) -> None:
+        """Run the target's config test and read what it serves; write nothing."""
+        payload = order.payload
+        try:
+            found = await self.deployers.check(payload.target, server_name=payload.server_name,
+                                               expected=payload.expected_fingerprint)
+            result = wire.OrderResult(status="succeeded", detail=found[:8192])
+        except DeployError as exc:
+            result = wire.OrderResult(status="failed", detail=exc.detail[:8192], retryable=False)
+        log.info("checked target %s: %s", payload.target_id, result.detail)
+        self._finish(order, OrderEvent.CHECKED, result)
 
     @staticmethod
     def _check_certificate(bundle: wire.CertificateBundle, key, names: list[str]) -> str | None:

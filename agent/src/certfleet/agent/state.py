@@ -29,6 +29,8 @@ class OrderState(enum.StrEnum):
     KEY_READY = "key-ready"
     ISSUED = "issued"
     DEPLOYED = "deployed"
+    CHECKED = "checked"
+    """A ``check-target`` order ran (whatever it found)."""
     FAILED = "failed"
 
 
@@ -36,15 +38,17 @@ class OrderEvent(enum.StrEnum):
     KEY_GENERATED = "key-generated"
     CERTIFICATE_RECEIVED = "certificate-received"
     DEPLOYED = "deployed"
+    CHECKED = "checked"
     FAILED = "failed"
 
 
-TERMINAL = frozenset({OrderState.DEPLOYED, OrderState.FAILED})
+TERMINAL = frozenset({OrderState.DEPLOYED, OrderState.CHECKED, OrderState.FAILED})
 
 _TRANSITIONS: dict[tuple[OrderState, OrderEvent], OrderState] = {
     (OrderState.RECEIVED, OrderEvent.KEY_GENERATED): OrderState.KEY_READY,
     (OrderState.KEY_READY, OrderEvent.CERTIFICATE_RECEIVED): OrderState.ISSUED,
     (OrderState.ISSUED, OrderEvent.DEPLOYED): OrderState.DEPLOYED,
+    (OrderState.RECEIVED, OrderEvent.CHECKED): OrderState.CHECKED,
     (OrderState.RECEIVED, OrderEvent.FAILED): OrderState.FAILED,
     (OrderState.KEY_READY, OrderEvent.FAILED): OrderState.FAILED,
     (OrderState.ISSUED, OrderEvent.FAILED): OrderState.FAILED,

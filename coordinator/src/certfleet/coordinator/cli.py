@@ -11,6 +11,7 @@ import re
 import signal
 import sys
 import time
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,34 @@ def _argv(text: str) -> list[str]:
     return value
 
 
+TARGET_KINDS = sorted(str(cls.__struct_config__.tag) for cls in typing.get_args(wire.Target))
+
+
+def _settings(text: str) -> dict[str, Any]:
+    if text.startswith("@"):
+        try:
+            text = Path(text[1:]).read_text()
+        except OSError as exc:
+            raise argparse.ArgumentTypeError(f"cannot read {text[1:]}: {exc.strerror}") from None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("settings must be a JSON object")
+    return value
+
+
+def _setting(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError("expected KEY=VALUE")
+    try:
+        return key, json.loads(raw)
+    except ValueError:
+        return key, raw
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="certfleet", description="certfleet coordinator and operator CLI")
     parser.add_argument("--url", default=os.environ.get("CERTFLEET_URL", "https://127.0.0.1:8443"),
@@ -102,8 +131,12 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--tag", action="append", default=[])
     create.add_argument("--key-type", choices=[k.value for k in KeyType], default=KeyType.EC_P256.value)
     create.add_argument("--lifetime", type=duration, default=90 * 86400)
-    create.add_argument("--target-dir", required=True, help="directory for the file target")
+    where = create.add_mutually_exclusive_group(required=True)
+    where.add_argument("--target", help="a named target (see `certfleet targets`)")
+    where.add_argument("--target-dir", help="directory for an inline file target")
+    create.add_argument("--renewal-policy", help="a renewal policy name or id (default: two thirds, new key)")
     create.add_argument("--mode", type=lambda s: int(s, 8), default=0o644)
+    create.add_argument("--key-mode", type=lambda s: int(s, 8), default=0o600)
     create.add_argument("--owner")
     create.add_argument("--group")
     create.add_argument("--reload-command", type=_argv,
@@ -119,6 +152,21 @@ def _parser() -> argparse.ArgumentParser:
     bulk.add_argument("--reason", default="unspecified", choices=REASONS)
     for name in ("issuer", "profile", "agent", "tag"):
         bulk.add_argument(f"--{name}")
+
+    targets = commands.add_parser("targets", help="deployment targets").add_subparsers(dest="action", required=True)
+    target_create = targets.add_parser("create", help="declare a target on an agent")
+    target_create.add_argument("name")
+    target_create.add_argument("--agent", required=True)
+    target_create.add_argument("--kind", required=True, choices=TARGET_KINDS)
+    target_create.add_argument("--settings", type=_settings, default={},
+                               help="settings as a JSON object, or @FILE to read them from a file")
+    target_create.add_argument("--set", type=_setting, action="append", default=[], metavar="KEY=VALUE",
+                               help="one setting (VALUE is parsed as JSON if it can be, e.g. 'verify={\"port\":443}')")
+    targets.add_parser("list").add_argument("--agent")
+    targets.add_parser("show").add_argument("target")
+    target_test = targets.add_parser("test", help="the agent runs the config test and reads the served certificate")
+    target_test.add_argument("target")
+    target_test.add_argument("--wait", type=duration, default=0, help="wait this long for the agent's answer")
 
     profiles = commands.add_parser("profiles", help="certificate profiles").add_subparsers(dest="action", required=True)
     profiles.add_parser("list")
@@ -302,11 +350,13 @@ async def _run_api(api: ApiClient, args: argparse.Namespace) -> Any:
         return await api.call("agents.get", agent_id=args.agent_id), ["id", "name", "created_at", "last_seen_at"], None
     if command == "certificates":
         if action == "create":
-            target = wire.FileTarget(directory=str(Path(args.target_dir).resolve()), mode=args.mode,
-                                     owner=args.owner, group=args.group, reload_command=args.reload_command)
+            target = None if args.target else wire.FileTarget(
+                directory=str(Path(args.target_dir).resolve()), mode=args.mode, key_mode=args.key_mode,
+                owner=args.owner, group=args.group, reload_command=args.reload_command)
             body = wire.CertificateCreate(common_name=args.cn, sans=args.san, agent_id=args.agent, target=target,
-                                          profile=args.profile, tags=args.tag, key_type=KeyType(args.key_type),
-                                          lifetime_seconds=args.lifetime)
+                                          target_id=args.target, profile=args.profile, tags=args.tag,
+                                          key_type=KeyType(args.key_type), lifetime_seconds=args.lifetime,
+                                          renewal_policy=args.renewal_policy)
             return await api.call("certificates.create", body), CERTIFICATE_COLUMNS, None
         if action == "list":
             return await api.call("certificates.list"), CERTIFICATE_COLUMNS, None
@@ -320,6 +370,28 @@ async def _run_api(api: ApiClient, args: argparse.Namespace) -> Any:
                 ["certificate_id", "status", "serials", "detail"], None
         return (await api.call("certificates.get", certificate_id=args.certificate_id),
                 CERTIFICATE_COLUMNS + ["serial", "fingerprint_sha256"], None)
+    if command == "targets":
+        columns = ["id", "name", "agent_id", "kind", "last_outcome", "last_check_status"]
+        if action == "create":
+            data = {**args.settings, **dict(args.set), "kind": args.kind}
+            try:
+                settings = wire.decode(json.dumps(data).encode(), wire.Target)
+            except msgspec.ValidationError as exc:
+                raise SystemExit(f"certfleet: invalid {args.kind} target settings: {exc}") from None
+            return (await api.call("targets.create", wire.TargetCreate(name=args.name, agent_id=args.agent,
+                                                                       settings=settings)), columns, None)
+        if action == "list":
+            query = {"agent_id": args.agent} if args.agent else None
+            return await api.call("targets.list", query=query), columns, None
+        detail = columns + ["last_detail", "last_check_detail", "certificates", "counters", "settings"]
+        if action == "show":
+            return await api.call("targets.get", target_id=args.target), detail, None
+        info = await api.call("targets.test", target_id=args.target)
+        deadline = time.monotonic() + args.wait
+        while info.last_check_status == "queued" and time.monotonic() < deadline:
+            await trio.sleep(1)
+            info = await api.call("targets.get", target_id=args.target)
+        return info, ["name", "last_check_status", "last_check_detail"], None
     if command == "profiles":
         columns = ["id", "name", "issuer_id", "version", "pending_approval"]
         if action == "list":

@@ -1,9 +1,11 @@
 """Row integrity for the tables that decide who may do what.
 
-An API key, a grant, a custom role or an agent's public key is only honoured if its
-row carries a valid HMAC-SHA256 under a key derived from the master key. Someone who
+An API key, a grant, a custom role, an agent's public key or a deployment target's
+settings are only honoured if the row carries a valid HMAC-SHA256 under a key derived
+from the master key. Someone who
 can write to the database but does not hold the master key cannot mint an admin key,
-grant themselves a role, or swap an agent's identity key for their own: the forged
+grant themselves a role, swap an agent's identity key for their own, or slip a
+command into a target that the coordinator would sign into a work order: the forged
 or altered row fails the check and is ignored (and logged). Columns that change
 without a security meaning (``last_used_at``, ``last_seen_at``) are not covered.
 """
@@ -29,6 +31,9 @@ COVERED: dict[str, tuple[str, tuple[str, ...]]] = {
     "grants": ("id", ("id", "principal_type", "principal_id", "role", "scope_type", "scope_id", "expires_at")),
     "roles": ("name", ("name", "permissions")),
     "agents": ("id", ("id", "public_key")),
+    # Target settings become commands an agent runs (as root, often): a forged row must
+    # not reach a signed work order.
+    "targets": ("id", ("id", "name", "agent_id", "kind", "settings")),
 }
 
 

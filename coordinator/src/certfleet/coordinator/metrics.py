@@ -10,9 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-__all__ = ["Metrics", "liveness"]
+__all__ = ["TARGET_EVENTS", "Metrics", "liveness"]
+
+#: What agents report per deployment attempt, counted per target.
+TARGET_EVENTS = ("attempts", "skipped", "config_test_failures", "reload_failures", "verification_failures",
+                 "rollbacks")
 
 ONLINE_WITHIN = 60
 LATE_WITHIN = 300
@@ -43,7 +47,8 @@ class Metrics:
         (metric name → ((label values), value)) read from the database."""
         families = []
         for name, (documentation, labels) in _FLEET.items():
-            family = GaugeMetricFamily(name, documentation, labels=labels)
+            family_type = CounterMetricFamily if name in _FLEET_COUNTERS else GaugeMetricFamily
+            family = family_type(name, documentation, labels=labels)
             for label_values, value in snapshot.get(name, ()):
                 family.add_metric(list(label_values), value)
             families.append(family)
@@ -65,4 +70,9 @@ _FLEET: dict[str, tuple[str, list[str]]] = {
     "certfleet_work_orders": ("Work orders (attempts) by kind and status.", ["kind", "status"]),
     "certfleet_agents": ("Agents by liveness.", ["liveness"]),
     "certfleet_pending_approvals": ("Requests waiting for a second person.", []),
+    "certfleet_target_deployments": ("Deployment events reported by agents, per target: attempts, identical "
+                                     "content skipped, config test, reload and verification failures, rollbacks.",
+                                     ["target", "kind", "event"]),
 }
+# Totals kept in the database (the same on every coordinator), exposed as counters.
+_FLEET_COUNTERS = frozenset({"certfleet_target_deployments"})

@@ -13,7 +13,21 @@ from typing import Annotated, Any, Literal, TypeVar
 import msgspec
 
 from .pki import KeyType, NameError_, normalize_names
-from .targets import FileTarget, Target
+from .targets import (
+    ApacheTarget,
+    CaddyTarget,
+    DovecotTarget,
+    EnvoyTarget,
+    FileTarget,
+    HaproxyTarget,
+    KeystoreTarget,
+    KubernetesSecretTarget,
+    NginxTarget,
+    PostfixTarget,
+    Target,
+    TlsCheck,
+    TraefikTarget,
+)
 
 __all__ = [
     "ChannelCreate",
@@ -56,6 +70,10 @@ __all__ = [
     "CertificateBundle",
     "CertificateCreate",
     "CertificateInfo",
+    "CheckTargetOrder",
+    "TargetCounters",
+    "TargetCreate",
+    "TargetInfo",
     "CsrSubmission",
     "Delivery",
     "DeploymentFacts",
@@ -63,7 +81,19 @@ __all__ = [
     "EnrollmentTokenInfo",
     "EnrollRequest",
     "EnrollResponse",
+    "ApacheTarget",
+    "CaddyTarget",
+    "DovecotTarget",
+    "EnvoyTarget",
     "FileTarget",
+    "HaproxyTarget",
+    "KeystoreTarget",
+    "KubernetesSecretTarget",
+    "NginxTarget",
+    "PostfixTarget",
+    "Target",
+    "TlsCheck",
+    "TraefikTarget",
     "Health",
     "IssueOrder",
     "OrderResult",
@@ -109,6 +139,17 @@ class IssueOrder(Message):
     target: Target
     reuse_key_of: str | None = None
     """Renew with the key of this earlier order instead of a new one (opt-in)."""
+
+
+class CheckTargetOrder(Message):
+    """What a ``check-target`` work order asks: run the target's config test and, if it
+    has a listening address, read the certificate served there. Nothing is written."""
+
+    target_id: str
+    target: Target
+    server_name: Annotated[str, msgspec.Meta(min_length=1, max_length=253)]
+    expected_fingerprint: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    """The leaf certfleet last deployed there, if any: a different served leaf is reported."""
 
 
 # --- enrollment and authentication -------------------------------------------------
@@ -167,10 +208,61 @@ class AgentInfo(Message):
 # --- certificates and work ---------------------------------------------------------
 
 
+TargetName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+
+
+class TargetCreate(Message):
+    """A named deployment target on one agent; certificates refer to it by name or id."""
+
+    name: TargetName
+    agent_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    settings: Target
+
+    def validate(self) -> None:
+        self.settings.validate()
+
+
+class TargetCounters(Message):
+    """Deployment attempts at a target, as its agent reported them."""
+
+    attempts: int = 0
+    skipped: int = 0
+    """Identical content already in place: nothing written, no reload."""
+    config_test_failures: int = 0
+    reload_failures: int = 0
+    verification_failures: int = 0
+    rollbacks: int = 0
+
+
+class TargetInfo(Message):
+    id: str
+    name: str
+    agent_id: str
+    kind: str
+    settings: Target
+    created_at: int
+    updated_at: int
+    counters: TargetCounters
+    certificates: list[str] = []
+    last_outcome: str | None = None
+    last_detail: str | None = None
+    last_served_fingerprint: str | None = None
+    last_deployed_at: int | None = None
+    last_check_status: str | None = None
+    """``queued``, ``passed`` or ``failed``: the latest ``targets test``."""
+    last_check_detail: str | None = None
+    last_check_at: int | None = None
+
+
 class CertificateCreate(Message):
+    """A managed certificate. Deploy it to a named target (``target_id``, a target's
+    id or name) or describe the target inline (``target``), which creates a target
+    named after the certificate."""
+
     common_name: Name
     agent_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-    target: Target
+    target: Target | None = None
+    target_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
     profile: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "default"
     renewal_policy: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
     """Default: renew at two thirds of the lifetime, with a new key."""
@@ -184,7 +276,10 @@ class CertificateCreate(Message):
             normalize_names([self.common_name, *self.sans])
         except NameError_ as exc:
             raise msgspec.ValidationError(str(exc)) from exc
-        self.target.validate()
+        if (self.target is None) == (self.target_id is None):
+            raise msgspec.ValidationError("give either target (inline settings) or target_id (a named target)")
+        if self.target is not None:
+            self.target.validate()
 
     def names(self) -> tuple[str, ...]:
         return normalize_names([self.common_name, *self.sans])
@@ -200,6 +295,7 @@ class CertificateInfo(Message):
     target: Target
     status: str
     created_at: int
+    target_id: str = ""
     serial: str | None = None
     not_before: int | None = None
     not_after: int | None = None

@@ -22,7 +22,7 @@ import msgspec
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from . import jws
-from .wire import IssueOrder
+from .wire import CheckTargetOrder, IssueOrder
 
 __all__ = [
     "ISSUER",
@@ -41,9 +41,13 @@ TOKEN_TYPE = "certfleet-order+jwt"
 
 class OrderKind(enum.StrEnum):
     ISSUE = "issue"
+    CHECK_TARGET = "check-target"
 
 
-_PAYLOAD_TYPES: dict[OrderKind, type[msgspec.Struct]] = {OrderKind.ISSUE: IssueOrder}
+_PAYLOAD_TYPES: dict[OrderKind, type[msgspec.Struct]] = {
+    OrderKind.ISSUE: IssueOrder,
+    OrderKind.CHECK_TARGET: CheckTargetOrder,
+}
 
 
 class WorkOrderRefused(Exception):
@@ -65,7 +69,7 @@ class VerifiedOrder:
     kind: OrderKind
     issued_at: int
     expires_at: int
-    payload: IssueOrder
+    payload: IssueOrder | CheckTargetOrder
     token: str
 
 

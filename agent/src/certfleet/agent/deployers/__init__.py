@@ -10,10 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import trio
+
 from certfleet.shared import targets as t
 
+from ..commands import run_argv
 from ..secrets import SecretError, Secrets
 from ..state import AgentState
+from ..verify import served_fingerprint, verify_served
 from . import apache, caddy, dovecot, envoy, file, haproxy, nginx, postfix, traefik
 from .base import Bundle, DeployError, DeployOutcome
 from .pipeline import Pipeline, Plan
@@ -70,3 +74,35 @@ class Deployers:
             self._validate(target)
             return await KubernetesDeployer(self.state, self.secrets).deploy(order_id, target, bundle)
         return await self.pipeline.deploy(order_id, await self.plan(target, bundle), bundle, server_name=server_name)
+
+    async def check(self, target: t.Target, *, server_name: str, expected: str | None) -> str:
+        """A ``targets test``: the config test as it stands and, with a listening
+        address, the leaf served there (compared with ``expected``, the certificate
+        certfleet last deployed, if any). Writes nothing. Raises DeployError on a
+        failed test, an unreachable server or an unexpected leaf."""
+        self._validate(target)
+        found = []
+        effective_test = getattr(target, "effective_test", None)
+        test = effective_test() if effective_test else None
+        if test:
+            tested = await run_argv(test)
+            if not tested.ok:
+                raise DeployError(f"config test failed: {tested.describe()}", step="config-test")
+            found.append(f"config test passed: `{' '.join(test)}`")
+        check = getattr(target, "verify", None)
+        if check is not None and expected is not None:
+            served = await verify_served(check, expected=expected, default_name=server_name)
+            if not served.matched:
+                raise DeployError(served.detail, step="verify", served_fingerprint=served.fingerprint)
+            found.append(f"{served.detail} (the certificate certfleet deployed)")
+        elif check is not None:
+            try:
+                fingerprint = await served_fingerprint(check, check.server_name or server_name)
+            except (OSError, ConnectionError, trio.TooSlowError, trio.BrokenResourceError) as exc:
+                raise DeployError(f"cannot read the served certificate from {check.host}:{check.port}: {exc}",
+                                  step="verify") from exc
+            found.append(f"{check.host}:{check.port} serves {fingerprint} (nothing deployed there yet)")
+        if not found:
+            raise DeployError(f"a {target.__struct_config__.tag} target has no config test and no listening"
+                              " address to check", step="prepare")
+        return "; ".join(found)

@@ -134,22 +134,32 @@ class AgentOperations(CoordinatorBase):
         body: wire.OrderResult = call.body
         now = self.now()
 
-        def record(tx: Tx) -> None:
+        rolled_back = body.status == "failed" and (
+            body.deployment.rolled_back if body.deployment is not None else "restored" in body.detail)
+
+        def record(tx: Tx) -> str | None:
+            """Record the result; the kind of the order, if it is new."""
             orders = WorkOrders(tx)
             order = orders.find_for_agent(order_id, agent_id)
             if order["status"] == body.status:
-                return  # the outbox re-sent a result we already have
+                return None  # the outbox re-sent a result we already have
             if order["status"] not in WorkOrders.ACTIVE:
                 raise errors.Conflict(f"work order is already {order['status']}", slug="order-complete")
             orders.set_status(order_id, body.status, now, body.detail)
+            if order["kind"] == OrderKind.CHECK_TARGET:
+                self.record_check(tx, order["target_id"], body)
+                self.record(tx, call, resource_type="work-order", resource_id=order_id,
+                            outcome="success" if body.status == "succeeded" else "failed",
+                            details={"detail": body.detail[:512]})
+                return order["kind"]
             if order["certificate_id"]:
+                self.count_deployment(tx, Certificates(tx).get(order["certificate_id"])["target_id"], body)
                 succeeded = body.status == "succeeded"
                 Certificates(tx).set_status(order["certificate_id"], "deployed" if succeeded else "failed",
                                             now, None if succeeded else body.detail)
                 if succeeded:
                     self.schedule_renewal(tx, order["certificate_id"])
             job = self.job_for_order(tx, order_id)
-            rolled_back = body.status == "failed" and "restored" in body.detail
             self.emit(tx, kind="deployment." + ("succeeded" if body.status == "succeeded" else
                                                 "rolled-back" if rolled_back else "failed"),
                       severity="info" if body.status == "succeeded" else "warning",
@@ -167,11 +177,12 @@ class AgentOperations(CoordinatorBase):
             self.record(tx, call, resource_type="work-order", resource_id=order_id,
                         outcome="success" if body.status == "succeeded" else "failed",
                         details={"fingerprint_sha256": body.fingerprint_sha256, "detail": body.detail[:512]})
+            return order["kind"]
 
-        await self.database.transact(record)
-        outcome = "succeeded" if body.status == "succeeded" else (
-            "rolled-back" if "restored" in body.detail else "failed")
-        self.telemetry.deployments.labels(outcome=outcome).inc()
+        kind = await self.database.transact(record)
+        if kind == OrderKind.ISSUE:
+            outcome = "succeeded" if body.status == "succeeded" else "rolled-back" if rolled_back else "failed"
+            self.telemetry.deployments.labels(outcome=outcome).inc()
         return wire.ResultAck(accepted=True)
 
     async def agent_report(self, call: Call) -> wire.ResultAck:

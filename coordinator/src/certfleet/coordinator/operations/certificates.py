@@ -20,6 +20,7 @@ from ..lifecycle.jobs import JobEvent, JobState
 from ..rbac import Scope
 from ..storage import Agents, Approvals, Certificates, Issuers, Jobs, Profiles, Tx, WorkOrders
 from .jobs import JobOperations
+from .targets import TargetOperations
 
 __all__ = ["CertificateOperations", "certificate_info", "profile_info", "profile_policy"]
 
@@ -32,7 +33,7 @@ def certificate_info(row: dict[str, Any]) -> wire.CertificateInfo:
         created_at=row["created_at"], serial=row["serial"], not_before=row["not_before"],
         not_after=row["not_after"], fingerprint_sha256=row["fingerprint_sha256"], last_error=row["last_error"],
         tags=json.loads(row["tags"]), revoked_at=row.get("revoked_at"), renew_at=row["renew_at"],
-        renewal_policy_id=row["renewal_policy_id"],
+        renewal_policy_id=row["renewal_policy_id"], target_id=row["target_id"],
     )
 
 
@@ -61,7 +62,7 @@ def _validated_policy(policy: wire.ProfilePolicy) -> wire.ProfilePolicy:
     return policy
 
 
-class CertificateOperations(JobOperations):
+class CertificateOperations(JobOperations, TargetOperations):
     # --- profiles -----------------------------------------------------------------------
 
     async def profiles_list(self, call: Call) -> list[wire.ProfileInfo]:
@@ -160,7 +161,7 @@ class CertificateOperations(JobOperations):
         """Sign and queue an ``issue`` order for the certificate's job (``event`` moves
         the job when it was waiting); the one place issuance orders are made."""
         order_id = new_id("ord")
-        target = msgspec.json.decode(certificate["target"], type=wire.Target)
+        target = self.trusted_settings(tx, certificate["target_id"])
         token = sign_work_order(
             key=self.keys.work_order_key, order_id=order_id, agent_id=certificate["agent_id"], kind=OrderKind.ISSUE,
             payload=wire.IssueOrder(certificate_id=certificate["id"], names=json.loads(certificate["names"]),
@@ -194,9 +195,15 @@ class CertificateOperations(JobOperations):
                 raise errors.UnprocessableEntity(f"no agent {body.agent_id!r}", slug="unknown-agent")
             certificates = Certificates(tx)
             self._check_constraints(tx, profile, names)
+            if body.target_id is not None:
+                target = self.resolve_target(tx, body.target_id, agent_id=body.agent_id)
+            else:
+                # An inline target becomes a target of its own, named after the certificate.
+                target = self.create_target(tx, call, name=certificate_id, agent_id=body.agent_id,
+                                            settings=body.target)
             certificates.insert(id=certificate_id, names=names, key_type=str(body.key_type),
                                 lifetime_seconds=body.lifetime_seconds, agent_id=body.agent_id,
-                                profile_id=profile["id"], target=wire.encode(body.target).decode(), now=self.now(),
+                                profile_id=profile["id"], target_id=target["id"], now=self.now(),
                                 tags=body.tags, renewal_policy_id=self.resolve_renewal_policy(tx, body.renewal_policy))
             self.record(tx, call, resource_type="certificate", resource_id=certificate_id,
                         details={"names": names, "agent_id": body.agent_id, "profile_id": profile["id"]})

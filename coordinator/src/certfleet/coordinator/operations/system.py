@@ -10,8 +10,8 @@ from certfleet.shared import wire
 
 from .. import audit
 from ..core import Call, CoordinatorBase, RawResponse
-from ..metrics import liveness
-from ..storage import Agents, Certificates, Tx
+from ..metrics import TARGET_EVENTS, liveness
+from ..storage import Agents, Certificates, Targets, Tx
 from .certificates import certificate_info
 from .fleet import agent_info
 
@@ -52,6 +52,9 @@ class SystemOperations(CoordinatorBase):
                 "certfleet_agents": [((state,), n) for state, n in by_liveness.items()],
                 "certfleet_pending_approvals": [((), tx.one(
                     "SELECT COUNT(*) AS n FROM approvals WHERE status = 'pending'")["n"])],
+                "certfleet_target_deployments": [
+                    ((r["name"], r["kind"], event), r[event])
+                    for r in Targets(tx).list() for event in TARGET_EVENTS],
             }
 
         body = self.telemetry.render(await self.database.transact(snapshot))

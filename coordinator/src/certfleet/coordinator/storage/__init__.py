@@ -21,6 +21,7 @@ from .repos import (
     RenewalPolicies,
     Roles,
     SigningKeys,
+    Targets,
     WorkOrders,
 )
 
@@ -47,6 +48,7 @@ __all__ = [
     "Notifications",
     "Ocsp",
     "SigningKeys",
+    "Targets",
     "StorageError",
     "Tx",
     "WorkOrders",

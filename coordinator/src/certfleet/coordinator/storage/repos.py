@@ -32,6 +32,7 @@ __all__ = [
     "RenewalPolicies",
     "Roles",
     "SigningKeys",
+    "Targets",
     "WorkOrders",
 ]
 
@@ -559,9 +560,50 @@ class Agents:
         return self.tx.all("SELECT * FROM agent_events WHERE agent_id = ? ORDER BY id", (agent_id,))
 
 
+@dataclass
+class Targets:
+    tx: Tx
+
+    def insert(self, *, id: str, name: str, agent_id: str, kind: str, settings: str, created_by: str,
+               now: int) -> None:
+        self.tx.execute(
+            "INSERT INTO targets (id, name, agent_id, kind, settings, created_by, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (id, name, agent_id, kind, settings, created_by, now, now))
+
+    def find(self, id_or_name: str) -> dict[str, Any] | None:
+        return self.tx.one("SELECT * FROM targets WHERE id = ? OR name = ?", (id_or_name, id_or_name))
+
+    def get(self, id_or_name: str) -> dict[str, Any]:
+        return _required(self.find(id_or_name), f"target {id_or_name}")
+
+    def list(self, agent_id: str | None = None) -> list[dict[str, Any]]:
+        if agent_id is not None:
+            return self.tx.all("SELECT * FROM targets WHERE agent_id = ? ORDER BY name", (agent_id,))
+        return self.tx.all("SELECT * FROM targets ORDER BY name")
+
+    def certificates(self, id: str) -> list[str]:
+        return [r["id"] for r in self.tx.all("SELECT id FROM certificates WHERE target_id = ? ORDER BY id", (id,))]
+
+    def count_deployment(self, id: str, *, counters: dict[str, int], outcome: str, detail: str,
+                         served_fingerprint: str | None, now: int) -> None:
+        """Add one reported attempt to the target's counters (column → increment; the
+        names come from code, never from a request) and remember its outcome."""
+        increments = ", ".join(f"{column} = {column} + ?" for column in counters)
+        self.tx.execute(
+            f"UPDATE targets SET {increments}, last_outcome = ?, last_detail = ?,"
+            " last_served_fingerprint = COALESCE(?, last_served_fingerprint), last_deployed_at = ? WHERE id = ?",
+            (*counters.values(), outcome, detail, served_fingerprint, now, id))
+
+    def set_check(self, id: str, *, status: str, detail: str | None, now: int) -> None:
+        self.tx.execute("UPDATE targets SET last_check_status = ?, last_check_detail = ?, last_check_at = ?"
+                        " WHERE id = ?", (status, detail, now, id))
+
+
 _CERTIFICATE_VIEW = (
-    "SELECT c.*, p.issuer_id, v.serial, v.not_before, v.not_after, v.fingerprint_sha256 FROM certificates c"
+    "SELECT c.*, p.issuer_id, t.settings AS target, v.serial, v.not_before, v.not_after, v.fingerprint_sha256"
+    " FROM certificates c"
     " JOIN profiles p ON p.id = c.profile_id"
+    " JOIN targets t ON t.id = c.target_id"
     " LEFT JOIN certificate_versions v ON v.serial = ("
     "  SELECT serial FROM certificate_versions WHERE certificate_id = c.id"
     "  ORDER BY created_at DESC, serial LIMIT 1)"
@@ -573,13 +615,13 @@ class Certificates:
     tx: Tx
 
     def insert(self, *, id: str, names: list[str], key_type: str, lifetime_seconds: int,
-               agent_id: str, profile_id: str, target: str, now: int, tags: list[str] | None = None,
+               agent_id: str, profile_id: str, target_id: str, now: int, tags: list[str] | None = None,
                status: str = "pending", renewal_policy_id: str | None = None) -> None:
         self.tx.execute(
-            "INSERT INTO certificates (id, names, key_type, lifetime_seconds, agent_id, profile_id, tags, target,"
+            "INSERT INTO certificates (id, names, key_type, lifetime_seconds, agent_id, profile_id, tags, target_id,"
             " status, renewal_policy_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (id, json.dumps(names), key_type, lifetime_seconds, agent_id, profile_id, json.dumps(tags or []),
-             target, status, renewal_policy_id, now, now),
+             target_id, status, renewal_policy_id, now, now),
         )
 
     def get(self, id: str) -> dict[str, Any]:
@@ -666,11 +708,11 @@ class WorkOrders:
     ACTIVE = ("queued", "dispatched", "issued")
 
     def insert(self, *, id: str, agent_id: str, certificate_id: str | None, kind: str,
-               token: str, expires_at: int, now: int) -> None:
+               token: str, expires_at: int, now: int, target_id: str | None = None) -> None:
         self.tx.execute(
-            "INSERT INTO work_orders (id, agent_id, certificate_id, kind, token, status,"
-            " created_at, expires_at) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?)",
-            (id, agent_id, certificate_id, kind, token, now, expires_at),
+            "INSERT INTO work_orders (id, agent_id, certificate_id, target_id, kind, token, status,"
+            " created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
+            (id, agent_id, certificate_id, target_id, kind, token, now, expires_at),
         )
 
     def find_for_agent(self, id: str, agent_id: str) -> dict[str, Any]:
