@@ -47,6 +47,11 @@ class AgentPaths:
         return self.root / "keys"
 
     @property
+    def allowed_commands(self) -> Path:
+        """Programs targets may run (one per line); absent: any."""
+        return self.root / "commands.allow"
+
+    @property
     def secrets(self) -> Path:
         """Secrets that targets name (``password_secret``…): JSON, 0600, never sent."""
         return self.root / "secrets.json"

@@ -14,6 +14,7 @@ import trio
 from certfleet.shared import wire
 
 from .client import CoordinatorClient, CoordinatorError
+from .commands import CommandPolicy
 from .config import AgentConfig, AgentPaths, load_identity
 from .executor import Executor
 from .keystore import KeyStore
@@ -46,7 +47,8 @@ class Agent:
             agent_id=self.config.agent_id, identity=load_identity(paths), clock=clock)
         self._outbox_ready = trio.Event()
         self.executor = Executor(self.config, self.state, KeyStore(paths.keys), self.client, clock=clock,
-                                 on_outbox=self._wake_outbox, secrets=Secrets(paths.secrets))
+                                 on_outbox=self._wake_outbox, secrets=Secrets(paths.secrets),
+                                 commands=CommandPolicy(paths.allowed_commands))
         self.poll_wait = poll_wait
         self._rng = random.Random()
 
@@ -110,6 +112,9 @@ class Agent:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         log.info("agent %s polling %s", self.config.agent_id, self.client.base_url)
+        if not self.paths.allowed_commands.exists():
+            log.warning("no %s: targets may run any program on this host; list the reload and test programs"
+                        " there to restrict them", self.paths.allowed_commands)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._outbox_loop)

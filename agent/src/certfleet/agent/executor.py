@@ -38,6 +38,7 @@ from certfleet.shared.pki import (
 from certfleet.shared.workorder import OrderKind, VerifiedOrder, WorkOrderRefused, verify_work_order
 
 from .client import CoordinatorClient, CoordinatorError
+from .commands import CommandPolicy
 from .config import AgentConfig
 from .deployers import Bundle, DeployError, Deployers
 from .keystore import KeyStore
@@ -52,12 +53,13 @@ log = logging.getLogger("certfleet.agent.executor")
 class Executor:
     def __init__(self, config: AgentConfig, state: AgentState, keystore: KeyStore,
                  client: CoordinatorClient, *, clock: Callable[[], float] = time.time,
-                 on_outbox: Callable[[], None] = lambda: None, secrets: Secrets) -> None:
+                 on_outbox: Callable[[], None] = lambda: None, secrets: Secrets,
+                 commands: CommandPolicy | None = None) -> None:
         self.config = config
         self.state = state
         self.keystore = keystore
         self.client = client
-        self.deployers = Deployers(state, secrets)
+        self.deployers = Deployers(state, secrets, commands)
         self._keys = config.pinned_keys()
         self._clock = clock
         self._on_outbox = on_outbox

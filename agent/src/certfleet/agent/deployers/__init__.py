@@ -14,7 +14,7 @@ import trio
 
 from certfleet.shared import targets as t
 
-from ..commands import run_argv
+from ..commands import CommandPolicy, CommandRefused, run_argv
 from ..secrets import SecretError, Secrets
 from ..state import AgentState
 from ..verify import served_fingerprint, verify_served
@@ -38,10 +38,20 @@ FILE_PLANNERS: dict[type, Callable[..., Plan]] = {
 
 
 class Deployers:
-    def __init__(self, state: AgentState, secrets: Secrets) -> None:
+    def __init__(self, state: AgentState, secrets: Secrets, commands: CommandPolicy | None = None) -> None:
         self.state = state
         self.secrets = secrets
+        self.commands = commands
         self.pipeline = Pipeline(state)
+
+    def _permit(self, *argvs: tuple[str, ...] | list[str] | None) -> None:
+        """Refuse a command the host's ``commands.allow`` does not list."""
+        if self.commands is None:
+            return
+        try:
+            self.commands.check(*argvs)
+        except CommandRefused as exc:
+            raise DeployError(f"refused by this host's command policy: {exc}", step="prepare") from exc
 
     @staticmethod
     def _validate(target: t.Target) -> None:
@@ -57,15 +67,19 @@ class Deployers:
         self._validate(target)
         planner = FILE_PLANNERS.get(type(target))
         if planner is not None:
-            return planner(target, bundle)
-        if isinstance(target, t.KeystoreTarget):
+            plan = planner(target, bundle)
+        elif isinstance(target, t.KeystoreTarget):
             from . import keystore
 
+            self._permit(target.reload_command)  # before keytool runs with the secret
             try:
-                return await keystore.plan(target, bundle, self.secrets)
+                plan = await keystore.plan(target, bundle, self.secrets)
             except SecretError as exc:
                 raise DeployError(str(exc), step="prepare") from exc
-        raise DeployError(f"{type(target).__name__} targets are not written as files", step="prepare")
+        else:
+            raise DeployError(f"{type(target).__name__} targets are not written as files", step="prepare")
+        self._permit(plan.test, plan.reload if isinstance(plan.reload, tuple) else None)
+        return plan
 
     async def deploy(self, order_id: str, target: t.Target, bundle: Bundle, *, server_name: str) -> DeployOutcome:
         if isinstance(target, t.KubernetesSecretTarget):
@@ -84,6 +98,7 @@ class Deployers:
         found = []
         effective_test = getattr(target, "effective_test", None)
         test = effective_test() if effective_test else None
+        self._permit(test)
         if test:
             tested = await run_argv(test)
             if not tested.ok:
