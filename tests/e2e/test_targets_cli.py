@@ -77,10 +77,12 @@ def test_targets_from_the_cli_and_the_agent_host(coordinator, tmp_path):
 
     # Undo the second deployment by hand: the first certificate's files are back.
     reloads_before = int(counter.read_text())
-    undone = _agent(agent, "rollback", second["id"])
+    undone = _agent(agent, "rollback", created["id"])  # the target's id; a certificate id works too
     assert undone.returncode == 0, undone.stderr
     assert "previous files restored; reload after restore succeeded" in undone.stdout
     assert (site / "fullchain.pem").read_bytes() == deployed_first
     assert int(counter.read_text()) == reloads_before + 1
     missing = _agent(agent, "rollback", "crt_unknown")
-    assert missing.returncode == 1 and "no deployment of certificate crt_unknown" in missing.stderr
+    assert missing.returncode == 1 and "no deployment of certificate or target crt_unknown" in missing.stderr
+    by_certificate = _agent(agent, "deploy", "--dry-run", "--certificate", first["id"])
+    assert by_certificate.returncode == 0 and "key material" in by_certificate.stdout

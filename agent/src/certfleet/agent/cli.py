@@ -40,11 +40,12 @@ def _parser() -> argparse.ArgumentParser:
                                                 " real deployments come from signed work orders)")
     deploy.add_argument("--dry-run", action="store_true", required=True)
     which = deploy.add_mutually_exclusive_group(required=True)
-    which.add_argument("--certificate", help="a certificate this agent deployed: its target and certificate")
+    which.add_argument("--certificate", metavar="CERTIFICATE_OR_TARGET_ID",
+                       help="a certificate (or target) this agent deployed: its target and latest certificate")
     which.add_argument("--target-file", type=Path, help="a target's settings as JSON (kind included)")
-    rollback = commands.add_parser("rollback", help="restore the files the latest deployment of a"
-                                                    " certificate replaced, and reload")
-    rollback.add_argument("certificate")
+    rollback = commands.add_parser("rollback", help="restore what the latest deployment to a target replaced,"
+                                                    " and reload")
+    rollback.add_argument("target", metavar="TARGET_ID_OR_CERTIFICATE_ID")
     return parser
 
 
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(trio.run(lambda: manual.dry_run(paths, certificate_id=args.certificate,
                                                           target_json=target_json)))
                 else:
-                    print(trio.run(manual.roll_back, paths, args.certificate))
+                    print(trio.run(manual.roll_back, paths, args.target))
             except manual.ManualError as exc:
                 print(f"certfleet-agent: {exc}", file=sys.stderr)
                 return 1

@@ -35,15 +35,17 @@ class ManualError(Exception):
     pass
 
 
-def latest_order_for(state: AgentState, certificate_id: str, *, deployed_only: bool = False) -> dict[str, Any]:
-    """The most recent issue order for ``certificate_id`` that got as far as a certificate."""
+def latest_order_for(state: AgentState, subject: str, *, deployed_only: bool = False) -> dict[str, Any]:
+    """The most recent issue order for a certificate or a target (``subject`` is a
+    certificate id or a target id) that got as far as a certificate."""
     statuses = ("deployed",) if deployed_only else ("issued", "deployed", "failed")
     rows = list(state.db.query(
-        f"SELECT * FROM orders WHERE kind = 'issue' AND json_extract(payload, '$.certificate_id') = ?"
+        "SELECT * FROM orders WHERE kind = 'issue'"
+        " AND (json_extract(payload, '$.certificate_id') = ? OR json_extract(payload, '$.target_id') = ?)"
         f" AND status IN ({', '.join('?' for _ in statuses)}) AND certificate_pem IS NOT NULL"
-        " ORDER BY received_at DESC, id DESC LIMIT 1", [certificate_id, *statuses]))
+        " ORDER BY received_at DESC, id DESC LIMIT 1", [subject, subject, *statuses]))
     if not rows:
-        raise ManualError(f"this agent has no deployment of certificate {certificate_id}")
+        raise ManualError(f"this agent has no deployment of certificate or target {subject}")
     return rows[0]
 
 
@@ -95,11 +97,12 @@ async def dry_run(paths: AgentPaths, *, certificate_id: str | None = None, targe
     return "\n".join(["dry run: nothing is written, no command runs", *plan.describe()])
 
 
-async def roll_back(paths: AgentPaths, certificate_id: str) -> str:
-    """Restore the files as they were before the certificate's latest deployment, and
-    reload; the coordinator learns of it at the next renewal, not from this command."""
+async def roll_back(paths: AgentPaths, subject: str) -> str:
+    """Restore the files as they were before the latest deployment to a target (named
+    by its id, or by a certificate deployed there), and reload; the coordinator learns
+    of it at the next renewal, not from this command."""
     _, deployers = _deployers(paths)
-    row = latest_order_for(deployers.state, certificate_id, deployed_only=True)
+    row = latest_order_for(deployers.state, subject, deployed_only=True)
     target = msgspec.convert(json.loads(row["payload"])["target"], wire.Target)
     if isinstance(target, wire.KubernetesSecretTarget):
         from .deployers.kubernetes import KubernetesDeployer

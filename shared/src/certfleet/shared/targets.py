@@ -203,7 +203,9 @@ class DovecotTarget(_ServerTarget, tag="dovecot", tag_field="kind", kw_only=True
 
 class CaddyTarget(_ServerTarget, tag="caddy", tag_field="kind", kw_only=True):
     DEFAULT_TEST = ("caddy", "validate", "--config", "/etc/caddy/Caddyfile")
-    DEFAULT_RELOAD = ("caddy", "reload", "--config", "/etc/caddy/Caddyfile")
+    # --force: certfleet changes the files the Caddyfile names, not the Caddyfile, and
+    # without it `caddy reload` sees an unchanged config and loads nothing.
+    DEFAULT_RELOAD = ("caddy", "reload", "--config", "/etc/caddy/Caddyfile", "--force")
 
 
 class HaproxyTarget(_ServerTarget, tag="haproxy", tag_field="kind", kw_only=True):

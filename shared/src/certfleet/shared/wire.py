@@ -139,6 +139,8 @@ class IssueOrder(Message):
     target: Target
     reuse_key_of: str | None = None
     """Renew with the key of this earlier order instead of a new one (opt-in)."""
+    target_id: str | None = None
+    """The coordinator's id of ``target``, so the host can name it (``rollback``)."""
 
 
 class CheckTargetOrder(Message):

@@ -235,6 +235,21 @@ class Pipeline:
         return ("previous files restored; reload after restore "
                 + ("succeeded" if second.ok else f"failed: {second.describe()}"))
 
+    async def _settle_after_failed_test(self, plan: Plan, outcome: str) -> str:
+        """After a failed config test the server was not reloaded, but some servers
+        read certificate files lazily (each new Postfix smtpd does), so a process may
+        have started on the new files in the meantime. If the restored configuration
+        passes the test, reload so every process serves the restored files; if it
+        fails too, the configuration was broken before this deployment, and a reload
+        could take the server down: leave it."""
+        if plan.reload is None or plan.test is None or "FAILED" in outcome:
+            return ""
+        retested = await run_argv(plan.test)
+        if not retested.ok:
+            return "; the config test fails with the previous files too (the configuration itself is broken): not reloaded"
+        settled = await run_reload(plan.reload)
+        return "; reload with the previous files " + ("succeeded" if settled.ok else f"failed: {settled.describe()}")
+
     async def deploy(self, order_id: str, plan: Plan, bundle: Bundle, *, server_name: str) -> DeployOutcome:
         lock = _locks.setdefault(plan.lock_key, trio.Lock())
         async with lock:
@@ -259,6 +274,7 @@ class Pipeline:
                 if not tested.ok:
                     log.warning("config test failed (%s); restoring the previous files", tested.describe())
                     outcome = await self._roll_back(snapshots, plan, reload=False)
+                    outcome += await self._settle_after_failed_test(plan, outcome)
                     raise DeployError(f"config test failed: {tested.describe()}; {outcome}",
                                       step="config-test", rolled_back=True)
 

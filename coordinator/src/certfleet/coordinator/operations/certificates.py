@@ -166,7 +166,8 @@ class CertificateOperations(JobOperations, TargetOperations):
             key=self.keys.work_order_key, order_id=order_id, agent_id=certificate["agent_id"], kind=OrderKind.ISSUE,
             payload=wire.IssueOrder(certificate_id=certificate["id"], names=json.loads(certificate["names"]),
                                     key_type=certificate["key_type"], target=target,
-                                    reuse_key_of=self.reusable_key_order(tx, certificate)),
+                                    reuse_key_of=self.reusable_key_order(tx, certificate),
+                                    target_id=certificate["target_id"]),
             now=self.now(), ttl=self.work_order_ttl)
         WorkOrders(tx).insert(id=order_id, agent_id=certificate["agent_id"], certificate_id=certificate["id"],
                               kind=str(OrderKind.ISSUE), token=token, expires_at=self.now() + self.work_order_ttl,
