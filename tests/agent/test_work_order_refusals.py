@@ -109,3 +109,28 @@ async def test_replayed_order_is_refused_after_execution(coordinator, tmp_path, 
     assert any("replay" in r.getMessage() for r in caplog.records)
     events = await _agent_events(coordinator, agent.config.agent_id)
     assert [(e["order_id"], e["reason"]) for e in events] == [("ord_replay", "replay")]
+
+
+async def test_an_order_coming_back_right_after_its_result_is_not_reported_as_a_replay(coordinator, tmp_path):
+    """With several coordinators, a poll can race the result it follows: the same order,
+    under its own id, just after its result was acknowledged. The agent does not run it
+    again, and does not report it as an attack; later, the same thing is a replay."""
+    api, agent, target, created, order = await _setup(coordinator, tmp_path)
+    assert await agent.poll_once() == 1
+    await agent.flush_outbox()
+    mtimes = {p.name: p.stat().st_mtime_ns for p in target.iterdir()}
+
+    async def deliver_again() -> None:
+        await coordinator.coordinator.database.transact(lambda tx: tx.execute(
+            "UPDATE work_orders SET status = 'dispatched' WHERE id = ?", (order["id"],)))
+        assert await agent.poll_once() == 1
+        await agent.flush_outbox()
+
+    await deliver_again()
+    assert await _agent_events(coordinator, agent.config.agent_id) == []
+    # Long after the acknowledgement, no race explains it any more.
+    agent.state.db.execute("UPDATE outbox SET acknowledged_at = acknowledged_at - 600")
+    await deliver_again()
+    events = await _agent_events(coordinator, agent.config.agent_id)
+    assert [(e["order_id"], e["reason"]) for e in events] == [(order["id"], "replay")]
+    assert {p.name: p.stat().st_mtime_ns for p in target.iterdir()} == mtimes

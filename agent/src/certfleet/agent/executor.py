@@ -35,7 +35,13 @@ from certfleet.shared.pki import (
     private_key_pem,
     public_key_matches,
 )
-from certfleet.shared.workorder import OrderKind, VerifiedOrder, WorkOrderRefused, verify_work_order
+from certfleet.shared.workorder import (
+    OrderKind,
+    VerifiedOrder,
+    WorkOrderRefused,
+    unverified_order_id,
+    verify_work_order,
+)
 
 from .client import CoordinatorClient, CoordinatorError
 from .commands import CommandPolicy
@@ -48,6 +54,10 @@ from .state import TERMINAL, AgentState, OrderEvent, OrderState
 __all__ = ["Executor"]
 
 log = logging.getLogger("certfleet.agent.executor")
+
+REDELIVERY_WINDOW = 120
+"""Seconds after a result was acknowledged during which the same order coming back
+is taken for a poll that raced the result (see ``_benign_redelivery``)."""
 
 
 class Executor:
@@ -87,14 +97,24 @@ class Executor:
             return None
         known = self.state.order(order.id)
         if known is not None and known["status"] in TERMINAL:
-            pending = self.state.outbox_pending(operation("agent.result").url_path(order_id=order.id))
-            if not pending:
+            result_path = operation("agent.result").url_path(order_id=order.id)
+            if not self.state.outbox_pending(result_path) and not self._benign_redelivery(delivery, result_path):
                 self._refuse(delivery, "replay", f"work order {order.id} was already executed")
             return None
         if known is None:
             self.state.record_order(order_id=order.id, token=order.token, kind=str(order.kind),
                                     payload=msgspec.to_builtins(order.payload))
         return order
+
+    def _benign_redelivery(self, delivery: wire.Delivery, result_path: str) -> bool:
+        """With several coordinators, a poll answered by one can carry an order whose
+        result another has just acknowledged. The same order, under its own id, within
+        a short while of the acknowledgement is that race, not a replay: it is not
+        executed again either way, but it is not reported as an attack."""
+        if delivery.id != unverified_order_id(delivery.token):
+            return False
+        acknowledged = self.state.last_acknowledged_at(result_path)
+        return acknowledged is not None and self._clock() - acknowledged <= REDELIVERY_WINDOW
 
     async def handle(self, delivery: wire.Delivery) -> None:
         order = self.admit(delivery)

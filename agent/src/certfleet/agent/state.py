@@ -184,6 +184,10 @@ class AgentState:
         return list(self.db.query(sql + (" AND path = ?" if path else "") + " ORDER BY id",
                                   [path] if path else []))
 
+    def last_acknowledged_at(self, path: str) -> int | None:
+        rows = list(self.db.query("SELECT MAX(acknowledged_at) AS at FROM outbox WHERE path = ?", [path]))
+        return rows[0]["at"]
+
     def outbox_next_due(self) -> int | None:
         rows = list(self.db.query("SELECT MIN(next_attempt_at) AS due FROM outbox WHERE acknowledged_at IS NULL"))
         return rows[0]["due"]
