@@ -123,3 +123,16 @@ async def test_only_one_job_per_certificate_and_cancel(coordinator, tmp_path):
     cancelled = await api.call("jobs.cancel", job_id=job.id)
     assert cancelled.state == "cancelled"
     assert (await agent.client.call("agent.work", query={"wait": 0})).orders == []
+
+
+async def test_cancelling_a_job_whose_first_deployment_failed_does_not_claim_deployed(coordinator, tmp_path):
+    """The certificate was issued but never deployed (the reload failed and the files
+    were restored): after a cancel it is "cancelled", not "deployed"."""
+    clock, api, agent, created = await _setup(coordinator, tmp_path, _reload_failing(99, tmp_path / "count"))
+    await agent.poll_once()
+    await agent.flush_outbox()
+    job = await _job(api, created.id)
+    assert job.state == "retry-wait"
+    assert (await api.call("certificates.get", certificate_id=created.id)).serial is not None  # it was issued
+    await api.call("jobs.cancel", job_id=job.id)
+    assert (await api.call("certificates.get", certificate_id=created.id)).status == "cancelled"

@@ -145,9 +145,14 @@ class JobOperations(NotificationOperations):
             self._withdraw_order(tx, job, "job cancelled by an operator")
             self.record(tx, call, resource_type="job", resource_id=job["id"], details={"state": job["state"]})
             self.job_event(tx, call, job, JobEvent.CANCELLED, "cancelled by an operator")
+            # "deployed" only if an earlier deployment succeeded and its certificate is
+            # still valid: a version that was issued but never deployed does not count.
             certificates = Certificates(tx)
             live = certificates.unrevoked_versions(job["certificate_id"], self.now())
-            certificates.set_status(job["certificate_id"], "deployed" if live else "cancelled", self.now())
+            deployed_before = tx.one("SELECT 1 AS yes FROM work_orders WHERE certificate_id = ? AND kind = 'issue'"
+                                     " AND status = 'succeeded' LIMIT 1", (job["certificate_id"],))
+            certificates.set_status(job["certificate_id"], "deployed" if live and deployed_before else "cancelled",
+                                    self.now())
             return Jobs(tx).get(job["id"])
 
         return _job_info(await self.database.transact(cancel))
