@@ -68,10 +68,11 @@ class Coordinator:
     the same ``master_key`` and that coordinator's ``api_key`` (it cannot bootstrap)."""
 
     def __init__(self, root: Path, database_url: str | None, *, master_key: str | None = None,
-                 api_key: str | None = None) -> None:
+                 api_key: str | None = None, **extra_env: str) -> None:
         self.data_dir = root / "coordinator"
         env = {k: v for k, v in os.environ.items() if not k.startswith("CERTFLEET_")}
         env["CERTFLEET_BOOTSTRAP_TOKEN"] = BOOTSTRAP_TOKEN
+        env.update(extra_env)
         if database_url:
             env["CERTFLEET_DATABASE_URL"] = database_url
         if master_key:

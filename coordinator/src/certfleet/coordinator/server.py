@@ -99,7 +99,16 @@ async def run_coordinator(
         config.accesslog = None
         config.errorlog = logging.getLogger("hypercorn.error")
         config.graceful_timeout = 5
+        # One trigger for both listeners: a single SIGTERM stops them all.
+        stopping = trio.Event()
+        trigger = None if shutdown_trigger is None else stopping.wait
         async with trio.open_nursery() as upkeep:
+            if shutdown_trigger is not None:
+                async def stop_on_trigger() -> None:
+                    await shutdown_trigger()
+                    stopping.set()
+
+                upkeep.start_soon(stop_on_trigger)
             if settings.maintenance_interval is not None:
                 upkeep.start_soon(_maintenance, coordinator, Leadership(database, settings.database_url),
                                   settings.maintenance_interval)
@@ -111,13 +120,12 @@ async def run_coordinator(
                     pki_config.errorlog = config.errorlog
                     pki_config.graceful_timeout = 5
                     pki_binds = await servers.start(functools.partial(
-                        serve, create_app(coordinator, plain_http=True), pki_config,
-                        shutdown_trigger=shutdown_trigger))
-                    coordinator.pki_url = pki_binds[0]
+                        serve, create_app(coordinator, plain_http=True), pki_config, shutdown_trigger=trigger))
+                    coordinator.pki_url = settings.pki_public_url or pki_binds[0]
                     log.info("PKI endpoints (CRL, OCSP, CA certificates) also on %s", pki_binds[0])
                 binds = await servers.start(functools.partial(
                     serve, create_app(coordinator, cors_origins=settings.cors_origins), config,
-                    shutdown_trigger=shutdown_trigger))
+                    shutdown_trigger=trigger))
                 url = binds[0]
                 coordinator.public_url = settings.public_url or url
                 log.info("coordinator listening on %s", url)

@@ -29,6 +29,9 @@ class Settings:
     """How clients reach this coordinator (behind a load balancer); default: the bound URL."""
     pki_listen: str | None = None
     """Optional plain-HTTP listener for CRL, OCSP and CA certificates only."""
+    pki_public_url: str | None = None
+    """How relying parties reach that listener (written into certificates as the base
+    of the CRL, OCSP and CA-issuer links); default: its bound address."""
     maintenance_interval: float | None = 1.0
     """Seconds between rounds of the periodic loops; ``None`` turns them off (tests
     that drive time by hand run the rounds themselves)."""
@@ -44,6 +47,7 @@ class Settings:
             "master_key": os.environ.get("CERTFLEET_MASTER_KEY") or None,
             "public_url": os.environ.get("CERTFLEET_PUBLIC_URL") or None,
             "pki_listen": os.environ.get("CERTFLEET_PKI_LISTEN") or None,
+            "pki_public_url": os.environ.get("CERTFLEET_PKI_PUBLIC_URL") or None,
             "cors_origins": tuple(o.strip() for o in os.environ.get("CERTFLEET_CORS_ORIGINS", "").split(",")
                                   if o.strip()),
         }
