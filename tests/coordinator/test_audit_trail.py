@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from certfleet.coordinator import storage
+from certfleet.coordinator import audit, storage
 from certfleet.coordinator.client import ApiError
 from certfleet.shared import wire
 from certfleet.shared.api import OPERATIONS
@@ -21,7 +22,11 @@ CLI = str(Path(sys.executable).with_name("certfleet"))
 
 
 def _verify(running, database_url) -> subprocess.CompletedProcess:
-    where = ["--database-url", database_url] if database_url else ["--data-dir", str(running.ca_path.parents[1])]
+    """``certfleet audit verify`` on the coordinator's host: the data dir holds the
+    master key that keys the chain; the database may be elsewhere."""
+    where = ["--data-dir", str(running.ca_path.parents[1])]
+    if database_url:
+        where += ["--database-url", database_url]
     return subprocess.run([CLI, "audit", "verify", *where], capture_output=True, text=True, timeout=60)
 
 
@@ -75,6 +80,41 @@ async def test_a_changed_or_deleted_row_is_named(coordinator, tmp_path, database
     result = _verify(coordinator, database_url)
     assert result.returncode == 1
     assert f"BROKEN at event {named}:" in result.stdout
+
+
+async def test_an_edit_with_the_chain_recomputed_without_the_key_is_caught(coordinator, tmp_path, database_url):
+    """Someone with database access rewrites an event and recomputes every hash after
+    it, as they could with an unkeyed chain: without the master key they cannot."""
+    await _busy(coordinator, tmp_path)
+    events = await _events(coordinator)
+    victim = events[1]["id"]
+    previous = events[0]["hash"]
+    statements = []
+    for row in events[1:]:
+        row = {**row, "prev_hash": previous}
+        if row["id"] == victim:
+            row["actor_id"] = "someone-else"
+        # What recomputing an unkeyed chain would take: SHA-256 over the same columns.
+        canonical = json.dumps([row[name] for name in audit._HASHED], separators=(",", ":"), ensure_ascii=False)
+        row["hash"] = hashlib.sha256(canonical.encode()).hexdigest()
+        statements.append((row["actor_id"], row["prev_hash"], row["hash"], row["id"]))
+        previous = row["hash"]
+    rewrite = "UPDATE audit_events SET actor_id = ?, prev_hash = ?, hash = ? WHERE id = ?"
+    await _tamper(coordinator, rewrite, statements[0])  # drops the triggers for good
+    for params in statements[1:]:
+        await coordinator.coordinator.database.transact(lambda tx, params=params: tx.execute(rewrite, params))
+    result = _verify(coordinator, database_url)
+    assert result.returncode == 1 and f"BROKEN at event {victim}:" in result.stdout
+
+
+async def test_verify_without_the_master_key_says_so(coordinator, tmp_path, database_url):
+    empty = tmp_path / "elsewhere"
+    empty.mkdir()
+    (empty / "certfleet.db").write_bytes(b"")
+    where = ["--data-dir", str(empty)] + (["--database-url", database_url] if database_url else [])
+    result = subprocess.run([CLI, "audit", "verify", *where], capture_output=True, text=True, timeout=60,
+                            env={k: v for k, v in os.environ.items() if k != "CERTFLEET_MASTER_KEY"})
+    assert result.returncode == 2 and "no master key" in result.stderr
 
 
 async def test_the_database_refuses_update_and_delete(coordinator, tmp_path):

@@ -424,6 +424,9 @@ async def test_one_version_per_work_order(db):
 # --- audit -----------------------------------------------------------------------------------
 
 
+CHAIN_KEY = b"k" * 32
+
+
 def _record(**overrides) -> audit.AuditRecord:
     fields = dict(at_ms=NOW * 1000, actor_type="api-key", actor_id="key-1", action="certificates.create",
                   resource_type="certificate", resource_id="cert-1")
@@ -433,8 +436,8 @@ def _record(**overrides) -> audit.AuditRecord:
 
 async def test_audit_record_stores_details_as_json_and_chains(db):
     details = {"names": ["www.example.com"], "nested": {"b": 2, "a": 1}, "note": "caf\u00e9", "count": 3}
-    first = await db.transact(lambda tx: audit.append(tx, _record(details=details)))
-    second = await db.transact(lambda tx: audit.append(tx, _record(action="certificates.revoke")))
+    first = await db.transact(lambda tx: audit.append(tx, _record(details=details), key=CHAIN_KEY))
+    second = await db.transact(lambda tx: audit.append(tx, _record(action="certificates.revoke"), key=CHAIN_KEY))
     assert (first, second) == (1, 2)
 
     rows = await db.transact(lambda tx: tx.all("SELECT * FROM audit_events ORDER BY id"))
@@ -442,26 +445,26 @@ async def test_audit_record_stores_details_as_json_and_chains(db):
     assert json.loads(rows[0]["details"]) == details
     assert json.loads(rows[1]["details"]) == {}
     assert rows[0]["prev_hash"] == audit.GENESIS and rows[1]["prev_hash"] == rows[0]["hash"]
-    assert all(audit.event_hash(row) == row["hash"] for row in rows)
-    report = await audit.verify_chain(db)
+    assert all(audit.event_hash(row, CHAIN_KEY) == row["hash"] for row in rows)
+    report = await audit.verify_chain(db, key=CHAIN_KEY)
     assert report.ok and report.events == 2
 
 
 async def test_audit_event_rolls_back_with_its_transaction(db):
     def change_and_fail(tx):
         Meta(tx).insert("k", "v")
-        audit.append(tx, _record())
+        audit.append(tx, _record(), key=CHAIN_KEY)
         raise Boom
 
     with pytest.raises(Boom):
         await db.transact(change_and_fail)
     assert await db.transact(lambda tx: tx.all("SELECT * FROM audit_events")) == []
-    assert await db.transact(lambda tx: audit.append(tx, _record())) == 1
+    assert await db.transact(lambda tx: audit.append(tx, _record(), key=CHAIN_KEY)) == 1
 
 
 @pytest.mark.parametrize("statement", ["UPDATE audit_events SET outcome = 'failure'", "DELETE FROM audit_events"])
 async def test_audit_events_are_append_only(db, statement):
-    await db.transact(lambda tx: audit.append(tx, _record()))
+    await db.transact(lambda tx: audit.append(tx, _record(), key=CHAIN_KEY))
     with pytest.raises(storage.AppendOnly):
         await db.transact(lambda tx: tx.execute(statement))
-    assert (await audit.verify_chain(db)).ok
+    assert (await audit.verify_chain(db, key=CHAIN_KEY)).ok

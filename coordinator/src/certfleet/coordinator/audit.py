@@ -2,9 +2,11 @@
 
 Each event carries the hash of the event before it, and its own hash covers every
 column including its id and that previous hash, so changing, removing or reordering
-any row breaks the chain at that row. The database refuses UPDATE and DELETE on the
-table (triggers on both engines); the chain is what proves nothing was done behind
-the triggers' back. :func:`verify_chain` walks it straight from the database.
+any row breaks the chain at that row. The hashes are HMACs under a key derived from
+the master key, so someone who can write to the database but does not hold that key
+cannot recompute the chain after an edit. The database refuses UPDATE and DELETE on
+the table (triggers on both engines); the chain is what proves nothing was done
+behind the triggers' back. :func:`verify_chain` walks it straight from the database.
 
 Events are appended in the same transaction as the change they record. Appends are
 serialized (SQLite has one writer; PostgreSQL takes a transaction-scoped advisory
@@ -14,6 +16,7 @@ lock), because each needs the hash of the one before.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -46,12 +49,14 @@ class AuditRecord:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def event_hash(row: dict[str, Any]) -> str:
+def event_hash(row: dict[str, Any], key: bytes) -> str:
+    """HMAC-SHA256 (RFC 2104) of the event's columns, its id and the previous hash,
+    under the chain key: recomputing the chain after an edit needs that key."""
     canonical = json.dumps([row[name] for name in _HASHED], separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hmac.new(key, canonical.encode(), hashlib.sha256).hexdigest()
 
 
-def append(tx: Tx, record: AuditRecord) -> int:
+def append(tx: Tx, record: AuditRecord, *, key: bytes) -> int:
     """Append ``record`` inside the caller's transaction; returns its id."""
     if tx.dialect == "postgresql":
         tx.one("SELECT pg_advisory_xact_lock(?)", (_APPEND_LOCK,))
@@ -60,7 +65,7 @@ def append(tx: Tx, record: AuditRecord) -> int:
     row["details"] = json.dumps(record.details, sort_keys=True, separators=(",", ":"), default=str)
     row["id"] = (last["id"] + 1) if last else 1
     row["prev_hash"] = last["hash"] if last else GENESIS
-    row["hash"] = event_hash(row)
+    row["hash"] = event_hash(row, key)
     columns = (*_HASHED, "hash")
     tx.execute(
         f"INSERT INTO audit_events ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})",
@@ -80,7 +85,7 @@ class ChainReport:
         return self.first_bad_id is None
 
 
-async def verify_chain(database: Database, *, page: int = 5000) -> ChainReport:
+async def verify_chain(database: Database, *, key: bytes, page: int = 5000) -> ChainReport:
     """Walk the chain from the first event; stop at the first that does not fit."""
     expected_prev, expected_id, count = GENESIS, 1, 0
     while True:
@@ -91,7 +96,7 @@ async def verify_chain(database: Database, *, page: int = 5000) -> ChainReport:
                 return ChainReport(count, row["id"], f"event {row['id']} follows a missing event {expected_id}")
             if row["prev_hash"] != expected_prev:
                 return ChainReport(count, row["id"], f"event {row['id']} does not point at event {row['id'] - 1}")
-            if event_hash(row) != row["hash"]:
+            if not hmac.compare_digest(event_hash(row, key), row["hash"]):
                 return ChainReport(count, row["id"], f"event {row['id']} was changed after it was written")
             expected_prev, expected_id, count = row["hash"], row["id"] + 1, count + 1
         if len(rows) < page:

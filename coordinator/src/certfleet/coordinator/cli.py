@@ -559,6 +559,7 @@ async def _api(args: argparse.Namespace) -> int:
 
 async def _audit_verify(args: argparse.Namespace) -> int:
     from .audit import verify_chain
+    from .secretbox import MasterKey, MasterKeyError, audit_chain_key
     from .settings import default_data_dir
     from .storage import open_database
 
@@ -566,9 +567,14 @@ async def _audit_verify(args: argparse.Namespace) -> int:
     if not args.database_url and not (data_dir / "certfleet.db").exists():
         print(f"certfleet: no database in {data_dir}; pass --data-dir or --database-url", file=sys.stderr)
         return 2
+    try:
+        master = MasterKey.load(data_dir / "master.key", os.environ.get("CERTFLEET_MASTER_KEY") or None)
+    except MasterKeyError as exc:
+        print(f"certfleet: {exc}: the chain is keyed by the master key", file=sys.stderr)
+        return 2
     database = await trio.to_thread.run_sync(open_database, args.database_url, data_dir)
     try:
-        report = await verify_chain(database)
+        report = await verify_chain(database, key=audit_chain_key(master))
     finally:
         await database.close()
     if report.ok:

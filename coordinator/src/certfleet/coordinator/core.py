@@ -22,6 +22,7 @@ from .integrity import RowIntegrity
 from .metrics import Metrics
 from .principal import Principal, PrincipalKind, RequestMeta
 from .rbac import BUILTIN_ROLES, EffectivePermissions, Scope
+from .secretbox import audit_chain_key
 from .storage import Agents, ApiKeys, Database, Grants, Profiles, RateLimits, Roles, Tx
 
 __all__ = ["Call", "CoordinatorBase", "RawResponse", "new_id"]
@@ -86,6 +87,7 @@ class CoordinatorBase:
         self._root_pem = keys.root.public_bytes(serialization.Encoding.PEM).decode()
         self.authorities = Authorities(keys.master)
         self.integrity = RowIntegrity(keys.master)
+        self._audit_key = audit_chain_key(keys.master)
         self.telemetry = Metrics()
         self.public_url = ""
         """The HTTPS base URL clients use; set once the server is bound."""
@@ -113,7 +115,7 @@ class CoordinatorBase:
             outcome=outcome, request_id=call.meta.request_id, source_address=call.meta.source_address,
             body_sha256=call.meta.body_sha256,
             latency_ms=int((time.monotonic() - call.meta.started) * 1000) if call.meta.started else 0,
-            details=details or {}))
+            details=details or {}), key=self._audit_key)
 
     async def record_refusal(self, call: Call, *, count_failure: bool, **fields: Any) -> int:
         """Audit a refused request; count it if authentication failed.

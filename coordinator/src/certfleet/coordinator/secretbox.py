@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-__all__ = ["MasterKey", "MasterKeyError"]
+__all__ = ["MasterKey", "MasterKeyError", "audit_chain_key"]
 
 _VERSION = b"\x01"
 _NONCE_BYTES = 12
@@ -37,14 +37,21 @@ class MasterKey:
         self._key = key
 
     @classmethod
-    def load_or_create(cls, path: Path, env_value: str | None = None) -> MasterKey:
-        """Use ``env_value`` (base64) if given, else read ``path``, else create it 0600."""
+    def load(cls, path: Path, env_value: str | None = None) -> MasterKey:
+        """Use ``env_value`` (base64) if given, else read ``path``; never creates one."""
         if env_value:
             return cls(_decode(env_value, "CERTFLEET_MASTER_KEY"))
-        if path.exists():
-            if path.stat().st_mode & 0o077:
-                raise MasterKeyError(f"{path} must not be readable by group or others (chmod 600)")
-            return cls(_decode(path.read_text().strip(), str(path)))
+        if not path.exists():
+            raise MasterKeyError(f"no master key at {path} (and CERTFLEET_MASTER_KEY is not set)")
+        if path.stat().st_mode & 0o077:
+            raise MasterKeyError(f"{path} must not be readable by group or others (chmod 600)")
+        return cls(_decode(path.read_text().strip(), str(path)))
+
+    @classmethod
+    def load_or_create(cls, path: Path, env_value: str | None = None) -> MasterKey:
+        """Use ``env_value`` (base64) if given, else read ``path``, else create it 0600."""
+        if env_value or path.exists():
+            return cls.load(path, env_value)
         key = secrets.token_bytes(32)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -85,3 +92,8 @@ def _decode(value: str, source: str) -> bytes:
         return base64.b64decode(value, validate=True)
     except binascii.Error as exc:
         raise MasterKeyError(f"{source} is not valid base64") from exc
+
+
+def audit_chain_key(master: MasterKey) -> bytes:
+    """The key of the audit trail's HMAC chain."""
+    return master.derive("audit chain")
