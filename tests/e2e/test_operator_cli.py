@@ -63,6 +63,10 @@ def test_pki_and_access_administration_through_the_cli(coordinator, tmp_path):
                   "--secret", "secret=0123456789abcdef0123")
     assert channel["secret_names"] == ["secret"]
     assert cli("channels", "test", channel["id"])["status"] == "pending"  # nothing listens on port 9
+    mail = cli("channels", "create", "mail", "--kind", "email", "--setting", "host=127.0.0.1",
+               "--setting", "port=2525", "--setting", "starttls=false", "--setting", "from=certfleet@example.test",
+               "--setting", 'to=["ops@example.test"]')
+    assert mail["settings"]["port"] == 2525 and mail["settings"]["starttls"] is False
     status = cli("status")
     assert status["certificates"] == {"revoked": 1} and status["agents"] == {"online": 1}
     events = cli("audit", "list", "--action", "approvals.approve")

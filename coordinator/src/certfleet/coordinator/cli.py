@@ -279,7 +279,8 @@ def _parser() -> argparse.ArgumentParser:
     channel_create.add_argument("name")
     channel_create.add_argument("--kind", required=True,
                                 choices=["webhook", "slack", "teams", "pagerduty", "opsgenie", "email"])
-    channel_create.add_argument("--setting", type=_label, action="append", default=[], help="key=value")
+    channel_create.add_argument("--setting", type=_setting, action="append", default=[], metavar="KEY=VALUE",
+                                help="VALUE is parsed as JSON when it can be (port=587, starttls=false, to=[\"a@x\"])")
     channel_create.add_argument("--secret", type=_label, action="append", default=[],
                                 help="key=value; sealed at rest, never shown again")
     channel_create.add_argument("--min-severity", choices=["info", "warning", "critical"], default="warning")
