@@ -79,7 +79,7 @@ class Coordinator:
             env["CERTFLEET_MASTER_KEY"] = master_key
         self.process = Process([str(BIN / "certfleet"), "serve", "--listen", "127.0.0.1:0",
                                 "--data-dir", str(self.data_dir)], env)
-        found = wait_until(lambda: re.search(r"coordinator listening on (https://\S+)", self.process.output)
+        found = wait_until(lambda: re.search(r'coordinator listening on (https://[^\s"]+)', self.process.output)
                            or self.process.popen.poll() is not None, what="the coordinator to listen")
         if not isinstance(found, re.Match):
             raise AssertionError(f"coordinator exited:\n{self.process.output}")

@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import trio
 
+from certfleet.shared import logs
+
 from .client import CoordinatorError
 from .config import AgentPaths, default_agent_dir
 from .enroll import EnrollmentError, enroll
@@ -62,7 +64,7 @@ def _clock():
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure()
     logging.getLogger("httpx").setLevel(logging.WARNING)
     paths = AgentPaths(args.agent_dir or default_agent_dir())
     try:

@@ -19,7 +19,7 @@ import httpx
 import msgspec
 import trio
 
-from certfleet.shared import wire
+from certfleet.shared import logs, wire
 from certfleet.shared.pki import KeyType
 
 from .client import ApiClient, ApiError
@@ -595,7 +595,7 @@ async def _termination_signal() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure()
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         if args.command == "serve":

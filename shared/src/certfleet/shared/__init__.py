@@ -3,7 +3,7 @@
 Modules: :mod:`pki` (keys, CSRs, certificates), :mod:`jws` (typed EdDSA JWTs),
 :mod:`workorder` (signed work orders), :mod:`agent_token` (agent request tokens),
 :mod:`wire` (messages), :mod:`targets` (deployment targets), :mod:`api` (the
-operation catalogue).
+operation catalogue), :mod:`logs` (log output).
 """
 
-__all__ = ["agent_token", "api", "jws", "paths", "pki", "targets", "wire", "workorder"]
+__all__ = ["agent_token", "api", "jws", "logs", "paths", "pki", "targets", "wire", "workorder"]
