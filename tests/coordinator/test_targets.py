@@ -149,6 +149,7 @@ async def test_bad_target_settings_are_refused_and_change_nothing(coordinator, t
     {"kind": "nginx", "certificate_path": "/etc/nginx/a.pem", "key_path": "/etc/nginx/$(id).key"},
     {"kind": "apache", "certificate_path": "/a.pem", "key_path": "/a.key", "reload_command": ["apachectl", "`id`"]},
     {"kind": "haproxy", "certificate_path": "/etc/haproxy/site.pem", "master_socket": "/run/haproxy|x"},
+    {"kind": "haproxy", "certificate_path": "/etc/haproxy/site.pem", "master_socket": "/run/haproxy.sock"},
     {"kind": "keystore", "path": "/opt/app/keystore.jks", "password_secret": "prod store"},
     {"kind": "postfix", "certificate_path": "/a.pem", "key_path": "/a.pem"},
     {"kind": "nginx", "certificate_path": "relative.pem", "key_path": "/a.key"},

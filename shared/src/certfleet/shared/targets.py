@@ -232,6 +232,11 @@ class HaproxyTarget(_ServerTarget, tag="haproxy", tag_field="kind", kw_only=True
             check_path("master_socket", self.master_socket)
             if self.reload_command:
                 raise msgspec.ValidationError("set master_socket or reload_command, not both")
+            if self.verify is None:
+                # The master CLI answers nothing when a reload fails (HAProxy 2.6): only
+                # the served certificate shows whether the new file was loaded.
+                raise msgspec.ValidationError("a master_socket reload needs verify: HAProxy does not report a"
+                                              " failed reload there, only the served certificate shows it")
         check_argv("test_command", self.test_command)
         check_argv("reload_command", self.reload_command)
         self._validate_ownership()
