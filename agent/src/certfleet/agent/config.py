@@ -52,6 +52,11 @@ class AgentPaths:
         return self.root / "commands.allow"
 
     @property
+    def allowed_paths(self) -> Path:
+        """Directories targets may write into (one per line); absent: any."""
+        return self.root / "paths.allow"
+
+    @property
     def secrets(self) -> Path:
         """Secrets that targets name (``password_secret``…): JSON, 0600, never sent."""
         return self.root / "secrets.json"

@@ -14,10 +14,10 @@ import trio
 from certfleet.shared import wire
 
 from .client import CoordinatorClient, CoordinatorError
-from .commands import CommandPolicy
 from .config import AgentConfig, AgentPaths, load_identity
 from .executor import Executor
 from .keystore import KeyStore
+from .policy import HostPolicy
 from .secrets import Secrets
 from .state import AgentState
 
@@ -48,7 +48,7 @@ class Agent:
         self._outbox_ready = trio.Event()
         self.executor = Executor(self.config, self.state, KeyStore(paths.keys), self.client, clock=clock,
                                  on_outbox=self._wake_outbox, secrets=Secrets(paths.secrets),
-                                 commands=CommandPolicy(paths.allowed_commands))
+                                 policy=HostPolicy(paths.allowed_commands, paths.allowed_paths))
         self.poll_wait = poll_wait
         self._rng = random.Random()
 
@@ -112,9 +112,10 @@ class Agent:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         log.info("agent %s polling %s", self.config.agent_id, self.client.base_url)
-        if not self.paths.allowed_commands.exists():
-            log.warning("no %s: targets may run any program on this host; list the reload and test programs"
-                        " there to restrict them", self.paths.allowed_commands)
+        unrestricted = HostPolicy(self.paths.allowed_commands, self.paths.allowed_paths).unrestricted()
+        if unrestricted:
+            log.warning("targets may use any %s on this host: see the agent's commands.allow and paths.allow",
+                        " and any ".join(unrestricted))
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._outbox_loop)

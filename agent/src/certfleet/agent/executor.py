@@ -44,10 +44,10 @@ from certfleet.shared.workorder import (
 )
 
 from .client import CoordinatorClient, CoordinatorError
-from .commands import CommandPolicy
 from .config import AgentConfig
 from .deployers import Bundle, DeployError, Deployers
 from .keystore import KeyStore
+from .policy import HostPolicy
 from .secrets import Secrets
 from .state import TERMINAL, AgentState, OrderEvent, OrderState
 
@@ -64,12 +64,12 @@ class Executor:
     def __init__(self, config: AgentConfig, state: AgentState, keystore: KeyStore,
                  client: CoordinatorClient, *, clock: Callable[[], float] = time.time,
                  on_outbox: Callable[[], None] = lambda: None, secrets: Secrets,
-                 commands: CommandPolicy | None = None) -> None:
+                 policy: HostPolicy | None = None) -> None:
         self.config = config
         self.state = state
         self.keystore = keystore
         self.client = client
-        self.deployers = Deployers(state, secrets, commands)
+        self.deployers = Deployers(state, secrets, policy)
         self._keys = config.pinned_keys()
         self._clock = clock
         self._on_outbox = on_outbox

@@ -21,10 +21,10 @@ from cryptography.x509.oid import NameOID
 from certfleet.shared import wire
 from certfleet.shared.pki import KeyType, certificate_fingerprint, generate_private_key, private_key_pem
 
-from .commands import CommandPolicy
 from .config import AgentPaths
 from .deployers import Bundle, DeployError, Deployers
 from .keystore import KeyStore
+from .policy import HostPolicy
 from .secrets import Secrets
 from .state import AgentState
 
@@ -69,7 +69,7 @@ def _placeholder_bundle(name: str) -> Bundle:
 
 def _deployers(paths: AgentPaths) -> tuple[AgentState, Deployers]:
     state = AgentState(paths.state)
-    return state, Deployers(state, Secrets(paths.secrets), CommandPolicy(paths.allowed_commands))
+    return state, Deployers(state, Secrets(paths.secrets), HostPolicy(paths.allowed_commands, paths.allowed_paths))
 
 
 async def dry_run(paths: AgentPaths, *, certificate_id: str | None = None, target_json: bytes | None = None) -> str:

@@ -9,12 +9,14 @@ with the same snapshot, idempotency and rollback rules.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import trio
 
 from certfleet.shared import targets as t
 
-from ..commands import CommandPolicy, CommandRefused, run_argv
+from ..commands import run_argv
+from ..policy import HostPolicy, PolicyRefused
 from ..secrets import SecretError, Secrets
 from ..state import AgentState
 from ..verify import served_fingerprint, verify_served
@@ -38,20 +40,21 @@ FILE_PLANNERS: dict[type, Callable[..., Plan]] = {
 
 
 class Deployers:
-    def __init__(self, state: AgentState, secrets: Secrets, commands: CommandPolicy | None = None) -> None:
+    def __init__(self, state: AgentState, secrets: Secrets, policy: HostPolicy | None = None) -> None:
         self.state = state
         self.secrets = secrets
-        self.commands = commands
+        self.policy = policy
         self.pipeline = Pipeline(state)
 
-    def _permit(self, *argvs: tuple[str, ...] | list[str] | None) -> None:
-        """Refuse a command the host's ``commands.allow`` does not list."""
-        if self.commands is None:
+    def _permit(self, *argvs: tuple[str, ...] | list[str] | None, paths: tuple[Path, ...] = ()) -> None:
+        """Refuse a program or a path the host's policy does not allow."""
+        if self.policy is None:
             return
         try:
-            self.commands.check(*argvs)
-        except CommandRefused as exc:
-            raise DeployError(f"refused by this host's command policy: {exc}", step="prepare") from exc
+            self.policy.check_commands(*argvs)
+            self.policy.check_paths(*paths)
+        except PolicyRefused as exc:
+            raise DeployError(f"refused by this host's policy: {exc}", step="prepare") from exc
 
     @staticmethod
     def _validate(target: t.Target) -> None:
@@ -71,14 +74,15 @@ class Deployers:
         elif isinstance(target, t.KeystoreTarget):
             from . import keystore
 
-            self._permit(target.reload_command)  # before keytool runs with the secret
+            self._permit(target.reload_command, paths=(Path(target.path),))  # before keytool runs
             try:
                 plan = await keystore.plan(target, bundle, self.secrets)
             except SecretError as exc:
                 raise DeployError(str(exc), step="prepare") from exc
         else:
             raise DeployError(f"{type(target).__name__} targets are not written as files", step="prepare")
-        self._permit(plan.test, plan.reload if isinstance(plan.reload, tuple) else None)
+        self._permit(plan.test, plan.reload if isinstance(plan.reload, tuple) else None,
+                     paths=tuple(f.path for f in plan.files))
         return plan
 
     async def deploy(self, order_id: str, target: t.Target, bundle: Bundle, *, server_name: str) -> DeployOutcome:

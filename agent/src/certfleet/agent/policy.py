@@ -1,0 +1,90 @@
+"""What this host lets targets do, whatever the coordinator signs.
+
+Target settings come from the coordinator inside signed work orders, and the agent
+often runs as root. Two optional files in the agent's directory narrow that, so that
+neither a compromised coordinator nor an operator allowed to declare targets can turn
+a deployment into arbitrary code or arbitrary file writes on the host:
+
+* ``commands.allow``: the programs targets may run (config tests, reloads, hooks),
+  compared after resolving ``PATH`` and symlinks;
+* ``paths.allow``: the directories targets may write into (certificates, keys,
+  keystores, dynamic configs), compared after resolving symlinks, subdirectories
+  included.
+
+One entry per line, ``#`` starts a comment. Without a file, that kind of action is
+unrestricted, and the agent says so once at start. A file that group or others can
+write is refused: whoever can edit it can widen it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+
+__all__ = ["HostPolicy", "PolicyRefused"]
+
+MAX_BYTES = 1 << 20
+
+
+class PolicyRefused(Exception):
+    pass
+
+
+def _entries(path: Path) -> list[str] | None:
+    """The entries of an allow file, ``None`` if it does not exist."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise PolicyRefused(f"cannot read {path}: {exc.strerror}") from exc
+    with os.fdopen(fd, "r", encoding="utf-8", errors="strict") as handle:
+        if os.fstat(handle.fileno()).st_mode & 0o022:
+            raise PolicyRefused(f"{path} is writable by group or others: chmod go-w it")
+        lines = handle.read(MAX_BYTES).splitlines()
+    return [entry for line in lines if (entry := line.split("#", 1)[0].strip())]
+
+
+def _program(program: str) -> str | None:
+    found = program if os.path.isabs(program) else shutil.which(program)
+    return os.path.realpath(found) if found and os.path.exists(found) else None
+
+
+class HostPolicy:
+    def __init__(self, commands_file: Path, paths_file: Path) -> None:
+        self.commands_file = commands_file
+        self.paths_file = paths_file
+
+    def unrestricted(self) -> list[str]:
+        """What is not narrowed on this host, for the warning at start."""
+        return [f"{what} ({file} is absent)" for what, file in
+                (("programs", self.commands_file), ("paths", self.paths_file)) if not file.exists()]
+
+    def check_commands(self, *argvs: Iterable[str] | None) -> None:
+        entries = _entries(self.commands_file)
+        if entries is None:
+            return
+        allowed = {_program(entry) or entry for entry in entries}
+        for argv in argvs:
+            argv = list(argv or ())
+            if not argv:
+                continue
+            program = _program(argv[0])
+            if program is None:
+                raise PolicyRefused(f"program {argv[0]!r} not found on PATH")
+            if program not in allowed:
+                raise PolicyRefused(f"program {program} is not listed in {self.commands_file}; add it there to"
+                                    " let targets run it")
+
+    def check_paths(self, *paths: Path) -> None:
+        entries = _entries(self.paths_file)
+        if entries is None:
+            return
+        allowed = [os.path.realpath(entry) for entry in entries if os.path.isabs(entry)]
+        for path in paths:
+            # The file itself may not exist yet; its directory decides where it lands.
+            where = os.path.join(os.path.realpath(path.parent), path.name)
+            if not any(os.path.commonpath([root, where]) == root for root in allowed):
+                raise PolicyRefused(f"{path} is outside the directories listed in {self.paths_file}")

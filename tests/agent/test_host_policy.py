@@ -1,0 +1,95 @@
+"""The host's ``commands.allow`` and ``paths.allow`` bound what any target can make
+the agent run and write, whatever the coordinator signs."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+from certfleet.agent.deployers import Bundle, DeployError, Deployers
+from certfleet.agent.policy import HostPolicy, PolicyRefused
+from certfleet.agent.secrets import Secrets
+from certfleet.agent.state import AgentState
+from certfleet.shared import wire
+
+
+def _bundle() -> Bundle:
+    return Bundle(b"-----CERT-----\n", b"", b"-----KEY-----\n", "0" * 64)
+
+
+def _policy(tmp_path, *, commands: str | None = None, paths: str | None = None) -> HostPolicy:
+    policy = HostPolicy(tmp_path / "commands.allow", tmp_path / "paths.allow")
+    if commands is not None:
+        policy.commands_file.write_text(commands)
+    if paths is not None:
+        policy.paths_file.write_text(paths)
+    return policy
+
+
+def test_without_allow_files_everything_is_allowed_and_said(tmp_path):
+    policy = _policy(tmp_path)
+    policy.check_commands(["/bin/true"], ("nginx", "-t"))
+    policy.check_paths(tmp_path / "anywhere" / "cert.pem")
+    assert len(policy.unrestricted()) == 2
+
+
+def test_listed_programs_are_allowed_after_resolving_path_and_symlinks(tmp_path):
+    link = tmp_path / "true-link"
+    link.symlink_to("/bin/true")
+    policy = _policy(tmp_path, commands=f"# reload programs\n{link}\nsh  # used by a hook\n")
+    policy.check_commands(["/bin/true"], ["true", "--ignored"], [os.path.realpath("/bin/sh"), "-c", "x"])
+    with pytest.raises(PolicyRefused, match="is not listed"):
+        policy.check_commands(["/bin/false"])
+    with pytest.raises(PolicyRefused, match="not found on PATH"):
+        policy.check_commands(["certfleet-no-such-program"])
+
+
+def test_paths_must_lie_under_a_listed_directory_even_through_symlinks(tmp_path):
+    allowed = tmp_path / "tls"
+    (allowed / "site").mkdir(parents=True)
+    policy = _policy(tmp_path, paths=f"{allowed}\n")
+    policy.check_paths(allowed / "site" / "cert.pem", allowed / "new-dir" / "key.pem")
+    with pytest.raises(PolicyRefused, match="outside the directories"):
+        policy.check_paths(tmp_path / "etc" / "shadow")
+    escape = allowed / "escape"
+    escape.symlink_to(tmp_path)  # a symlink inside the allowed tree pointing out of it
+    with pytest.raises(PolicyRefused, match="outside the directories"):
+        policy.check_paths(escape / "passwd")
+    with pytest.raises(PolicyRefused, match="outside the directories"):
+        policy.check_paths(tmp_path / "tls-other" / "cert.pem")  # a prefix is not a parent
+
+
+def test_an_allow_file_others_can_write_is_refused(tmp_path):
+    policy = _policy(tmp_path, commands="/bin/true\n")
+    policy.commands_file.chmod(0o666)
+    with pytest.raises(PolicyRefused, match="writable by group or others"):
+        policy.check_commands(["/bin/true"])
+
+
+async def test_a_target_the_policy_refuses_writes_nothing(tmp_path):
+    site = tmp_path / "site"
+    policy = _policy(tmp_path, commands="/bin/true\n", paths=f"{site}\n")
+    deployers = Deployers(AgentState(tmp_path / "state.db"), Secrets(tmp_path / "secrets.json"), policy)
+
+    async def refused(target) -> str:
+        with pytest.raises(DeployError) as caught:
+            await deployers.deploy("ord_refused", target, _bundle(), server_name="www.example.test")
+        assert caught.value.step == "prepare"
+        return caught.value.detail
+
+    assert "is not listed" in await refused(wire.NginxTarget(
+        certificate_path=str(site / "cert.pem"), key_path=str(site / "key.pem"), test_command=["/bin/true"],
+        reload_command=[sys.executable, "-c", "print"]))
+    assert "outside the directories" in await refused(wire.NginxTarget(
+        certificate_path=str(site / "cert.pem"), key_path=str(tmp_path / "elsewhere" / "key.pem"),
+        test_command=["/bin/true"], reload_command=["/bin/true"]))
+    assert "outside the directories" in await refused(wire.KeystoreTarget(
+        path=str(tmp_path / "keystore.p12"), password_secret="store"))
+    assert not site.exists() and not (tmp_path / "elsewhere").exists()
+
+    allowed = wire.NginxTarget(certificate_path=str(site / "cert.pem"), key_path=str(site / "key.pem"),
+                               test_command=["/bin/true"], reload_command=["/bin/true"])
+    outcome = await deployers.deploy("ord_allowed", allowed, _bundle(), server_name="www.example.test")
+    assert outcome.reloaded and (site / "key.pem").read_bytes() == b"-----KEY-----\n"
