@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from certfleet.agent.deployers import DeployError, Deployers
+from certfleet.agent.deployers import DeployError, Deployers, kubeconfig
 from certfleet.agent.deployers import kubernetes as k8s
 from certfleet.agent.secrets import Secrets
 from certfleet.agent.state import AgentState
@@ -203,7 +203,7 @@ async def test_in_cluster_service_account(deployers, fake, tmp_path, pki, monkey
     (account / "token").write_text(TOKEN + "\n")
     (account / "ca.crt").write_bytes(pki.ca_pem)
     host, port = fake.url.removeprefix("https://").rsplit(":", 1)
-    monkeypatch.setattr(k8s, "SERVICE_ACCOUNT_DIR", account)
+    monkeypatch.setattr(kubeconfig, "SERVICE_ACCOUNT_DIR", account)
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", host)
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", port)
     target = KubernetesSecretTarget(namespace=NAMESPACE, name=NAME)
@@ -243,8 +243,8 @@ def test_kubeconfig_settings_that_are_refused(tmp_path, pki, cluster, user, mess
     config["clusters"][0]["cluster"].update(cluster)
     path.write_text(yaml.safe_dump(config))
     (tmp_path / "client.crt").write_bytes(pki.ca_pem)
-    with pytest.raises(k8s.CredentialsError, match=message) as raised:
-        k8s.kubeconfig_credentials(path)
+    with pytest.raises(kubeconfig.CredentialsError, match=message) as raised:
+        kubeconfig.kubeconfig_credentials(path)
     assert TOKEN not in str(raised.value)
 
 
@@ -252,12 +252,12 @@ def test_kubeconfig_named_context_and_token_file(tmp_path, pki):
     (tmp_path / "token").write_text(TOKEN)
     path = write_kubeconfig(tmp_path / "kubeconfig", "https://127.0.0.1:6443/", pki, user={"tokenFile": "token"},
                             context="other")
-    credentials = k8s.kubeconfig_credentials(path, "other")
+    credentials = kubeconfig.kubeconfig_credentials(path, "other")
     assert credentials.server == "https://127.0.0.1:6443"
     assert credentials.headers() == {"Authorization": f"Bearer {TOKEN}"}
     assert TOKEN not in repr(credentials)
-    with pytest.raises(k8s.CredentialsError, match="no context named 'missing'"):
-        k8s.kubeconfig_credentials(path, "missing")
+    with pytest.raises(kubeconfig.CredentialsError, match="no context named 'missing'"):
+        kubeconfig.kubeconfig_credentials(path, "missing")
 
 
 def test_describe_says_what_would_be_written():
