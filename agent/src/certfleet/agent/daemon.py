@@ -92,7 +92,10 @@ class Agent:
                 await self._outbox_ready.wait()
 
     async def poll_once(self) -> int:
-        batch: wire.WorkBatch = await self.client.call("agent.work", query={"wait": self.poll_wait})
+        # Only the long poll has a deadline: a deployment (config test, reload,
+        # verification, perhaps a rollback) must never be cut off half-way by it.
+        with trio.fail_after(self.poll_wait + 40):
+            batch: wire.WorkBatch = await self.client.call("agent.work", query={"wait": self.poll_wait})
         for delivery in batch.orders:
             await self.executor.handle(delivery)
         return len(batch.orders)
@@ -101,8 +104,7 @@ class Agent:
         failures = 0
         while True:
             try:
-                with trio.fail_after(self.poll_wait + 40):
-                    await self.poll_once()
+                await self.poll_once()
                 failures = 0
             except (httpx.HTTPError, CoordinatorError, trio.TooSlowError) as exc:
                 failures += 1

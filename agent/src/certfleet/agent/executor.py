@@ -185,6 +185,11 @@ class Executor:
                     kind=kind, failed_step=exc.step, rolled_back=exc.rolled_back,
                     served_fingerprint=exc.served_fingerprint))
                 return
+            except Exception as exc:  # a bug must fail this order, not stop the agent in a crash loop
+                log.exception("work order %s: unexpected error while deploying", order.id)
+                self._fail(order, f"the agent failed unexpectedly while deploying: {type(exc).__name__}: {exc}",
+                           retryable=False, deployment=wire.DeploymentFacts(kind=kind, failed_step="prepare"))
+                return
             log.info("work order %s deployed certificate %s", order.id, outcome.fingerprint_sha256)
             written = ", ".join(outcome.changed) or "nothing (unchanged)"
             self._finish(order, OrderEvent.DEPLOYED, wire.OrderResult(

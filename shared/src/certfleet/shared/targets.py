@@ -63,12 +63,15 @@ def _check_safe(what: str, value: str) -> None:
             f" {value!r}; nothing is run through a shell, so no quoting is needed or allowed")
 
 
-def check_path(what: str, path: str) -> None:
+def check_path(what: str, path: str, *, directory: bool = False) -> None:
+    """Absolute, normalized, safe characters; a trailing ``/`` only for a directory
+    (for a file it would make two spellings of one path look different)."""
     _check_safe(what, path)
     if not os.path.isabs(path):
         raise msgspec.ValidationError(f"{what} must be an absolute path: {path!r}")
-    if os.path.normpath(path) != path.rstrip("/") or ".." in path.split("/"):
-        raise msgspec.ValidationError(f"{what} must be a normalized path (no '..' or '//'): {path!r}")
+    spelled = path.rstrip("/") if directory else path
+    if os.path.normpath(path) != spelled or ".." in path.split("/"):
+        raise msgspec.ValidationError(f"{what} must be a normalized path (no '..', '//' or trailing '/'): {path!r}")
 
 
 def check_argv(what: str, argv: list[str] | None) -> None:
@@ -136,7 +139,7 @@ class FileTarget(_Ownership, tag="file", tag_field="kind", kw_only=True):
     reload_command: Argv | None = None
 
     def validate(self) -> None:
-        check_path("directory", self.directory)
+        check_path("directory", self.directory, directory=True)
         check_argv("reload_command", self.reload_command)
         self._validate_ownership()
 

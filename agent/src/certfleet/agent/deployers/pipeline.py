@@ -115,14 +115,25 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+MAX_FILE_BYTES = 16 << 20
+"""Certificates, keys, keystores and configs are small; anything larger is not one."""
+
+
 def read_nofollow(path: Path) -> bytes | None:
-    """The file's content, ``None`` if it does not exist; refuses to follow a symlink."""
+    """The file's content, ``None`` if it does not exist. Refuses to follow a symlink,
+    to read anything but a regular file (a FIFO would block the agent) and to read
+    more than :data:`MAX_FILE_BYTES`."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
     with os.fdopen(fd, "rb") as handle:
-        return handle.read()
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(f"{path} is not a regular file")
+        if info.st_size > MAX_FILE_BYTES:
+            raise OSError(f"{path} is larger than {MAX_FILE_BYTES} bytes")
+        return handle.read(MAX_FILE_BYTES + 1)
 
 
 async def _master_socket_reload(reload: MasterSocketReload) -> CommandResult:
@@ -163,6 +174,12 @@ class Pipeline:
             raise DeployError(f"unknown owner or group: {exc.args[0]}", step="prepare") from exc
         return uid, gid
 
+    @staticmethod
+    def _mode_for(planned: PlannedFile, snapshot: Snapshot) -> int:
+        """The mode a file is written with: the existing file's, except that key
+        material never keeps access for others (a key written over a 0644 file)."""
+        return snapshot.mode & ~0o007 if planned.private else snapshot.mode
+
     def _snapshot(self, order_id: str, plan: Plan) -> dict[str, Snapshot]:
         existing = self.state.snapshots(order_id)
         if existing is None:
@@ -191,13 +208,15 @@ class Pipeline:
                 leftover.unlink(missing_ok=True)
 
     @staticmethod
-    def _install(contents: dict[Path, bytes], snapshots: dict[str, Snapshot]) -> None:
+    def _install(contents: dict[Path, bytes], snapshots: dict[str, Snapshot],
+                 modes: dict[Path, int] | None = None) -> None:
         """Stage every file first, then rename them in; a crash between the two leaves
-        only temp files, which recovery removes."""
+        only temp files, which recovery removes. ``modes`` overrides the snapshot's."""
         staged = {}
         for path, data in contents.items():
             snapshot = snapshots[str(path)]
-            staged[path] = write_temp(path, data, mode=snapshot.mode, uid=snapshot.uid, gid=snapshot.gid)
+            mode = (modes or {}).get(path, snapshot.mode)
+            staged[path] = write_temp(path, data, mode=mode, uid=snapshot.uid, gid=snapshot.gid)
         failpoint("deploy.after-stage")
         for position, (path, temp) in enumerate(staged.items()):
             os.replace(temp, path)
@@ -224,16 +243,19 @@ class Pipeline:
     # --- the procedure ------------------------------------------------------------------
 
     async def _roll_back(self, snapshots: dict[str, Snapshot], plan: Plan, *, reload: bool) -> str:
-        """Put the snapshot back (and reload if the new files were loaded); say how it went."""
-        try:
-            self._restore(snapshots)
-        except OSError as exc:
-            return f"rollback FAILED: {exc}"
-        if not reload or plan.reload is None:
-            return "previous files restored"
-        second = await run_reload(plan.reload)
-        return ("previous files restored; reload after restore "
-                + ("succeeded" if second.ok else f"failed: {second.describe()}"))
+        """Put the snapshot back (and reload if the new files were loaded); say how it
+        went. Shielded: a rollback that has started finishes even if the agent is
+        being stopped (the reload has its own time limit)."""
+        with trio.CancelScope(shield=True):
+            try:
+                self._restore(snapshots)
+            except OSError as exc:
+                return f"rollback FAILED: {exc}"
+            if not reload or plan.reload is None:
+                return "previous files restored"
+            second = await run_reload(plan.reload)
+            return ("previous files restored; reload after restore "
+                    + ("succeeded" if second.ok else f"failed: {second.describe()}"))
 
     async def _settle_after_failed_test(self, plan: Plan, outcome: str) -> str:
         """After a failed config test the server was not reloaded, but some servers
@@ -251,6 +273,8 @@ class Pipeline:
         return "; reload with the previous files " + ("succeeded" if settled.ok else f"failed: {settled.describe()}")
 
     async def deploy(self, order_id: str, plan: Plan, bundle: Bundle, *, server_name: str) -> DeployOutcome:
+        if len({os.path.normpath(f.path) for f in plan.files}) != len(plan.files):
+            raise DeployError("the target names the same file twice", step="prepare")
         lock = _locks.setdefault(plan.lock_key, trio.Lock())
         async with lock:
             snapshots = {}
@@ -263,7 +287,8 @@ class Pipeline:
                     log.info("%s target already holds this certificate: nothing written, no reload", plan.kind)
                     return DeployOutcome((), False, bundle.fingerprint_sha256)
                 differing = {f.path: f.content for f in plan.files if read_nofollow(f.path) != f.content}
-                self._install(differing, snapshots)
+                self._install(differing, snapshots,
+                              {f.path: self._mode_for(f, snapshots[str(f.path)]) for f in plan.files})
             except OSError as exc:
                 outcome = await self._roll_back(snapshots, plan, reload=False) if snapshots else "nothing written"
                 raise DeployError(f"cannot write the {plan.kind} files: {exc}; {outcome}", step="write",
