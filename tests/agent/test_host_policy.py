@@ -3,7 +3,6 @@ the agent run and write, whatever the coordinator signs."""
 
 from __future__ import annotations
 
-import os
 import sys
 
 import pytest
@@ -35,15 +34,26 @@ def test_without_allow_files_everything_is_allowed_and_said(tmp_path):
     assert len(policy.unrestricted()) == 2
 
 
-def test_listed_programs_are_allowed_after_resolving_path_and_symlinks(tmp_path):
-    link = tmp_path / "true-link"
-    link.symlink_to("/bin/true")
-    policy = _policy(tmp_path, commands=f"# reload programs\n{link}\nsh  # used by a hook\n")
-    policy.check_commands(["/bin/true"], ["true", "--ignored"], [os.path.realpath("/bin/sh"), "-c", "x"])
-    with pytest.raises(PolicyRefused, match="is not listed"):
-        policy.check_commands(["/bin/false"])
+def test_listed_commands_are_allowed_whole_with_a_star_for_any_further_arguments(tmp_path):
+    policy = _policy(tmp_path, commands="# config tests and reloads\n/bin/true -t\ntrue reload *\nsh  # no arguments\n")
+    policy.check_commands(["/bin/true", "-t"], ["true", "-t"], ["/bin/true", "reload"],
+                          ["true", "reload", "nginx", "now"], ["sh"])
+    for refused in (["/bin/true"], ["/bin/true", "-t", "-c", "/etc/shadow"], ["sh", "-c", "id"], ["/bin/false"]):
+        with pytest.raises(PolicyRefused, match="is not listed"):
+            policy.check_commands(refused)
     with pytest.raises(PolicyRefused, match="not found on PATH"):
         policy.check_commands(["certfleet-no-such-program"])
+
+
+def test_a_symlink_to_an_allowed_program_is_not_that_program(tmp_path):
+    """``reboot`` is often a link to ``systemctl``: allowing ``systemctl reload nginx``
+    must not allow it."""
+    alias = tmp_path / "reboot"
+    alias.symlink_to("/bin/true")
+    policy = _policy(tmp_path, commands="/bin/true *\n")
+    policy.check_commands(["/bin/true", "anything"])
+    with pytest.raises(PolicyRefused, match="is not listed"):
+        policy.check_commands([str(alias)])
 
 
 def test_paths_must_lie_under_a_listed_directory_even_through_symlinks(tmp_path):
@@ -87,6 +97,11 @@ async def test_a_target_the_policy_refuses_writes_nothing(tmp_path):
         test_command=["/bin/true"], reload_command=["/bin/true"]))
     assert "outside the directories" in await refused(wire.KeystoreTarget(
         path=str(tmp_path / "keystore.p12"), password_secret="store"))
+    assert "outside the directories" in await refused(wire.HaproxyTarget(
+        certificate_path=str(site / "site.pem"), test_command=["/bin/true"], master_socket="/run/haproxy.sock",
+        verify=wire.TlsCheck(port=443)))
+    assert "outside the directories" in await refused(wire.KubernetesSecretTarget(
+        namespace="web", name="site-tls", kubeconfig="/etc/kubernetes/admin.conf"))
     assert not site.exists() and not (tmp_path / "elsewhere").exists()
 
     allowed = wire.NginxTarget(certificate_path=str(site / "cert.pem"), key_path=str(site / "key.pem"),

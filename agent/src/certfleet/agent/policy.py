@@ -5,11 +5,17 @@ often runs as root. Two optional files in the agent's directory narrow that, so 
 neither a compromised coordinator nor an operator allowed to declare targets can turn
 a deployment into arbitrary code or arbitrary file writes on the host:
 
-* ``commands.allow``: the programs targets may run (config tests, reloads, hooks),
-  compared after resolving ``PATH`` and symlinks;
-* ``paths.allow``: the directories targets may write into (certificates, keys,
-  keystores, dynamic configs), compared after resolving symlinks, subdirectories
-  included.
+* ``commands.allow``: the commands targets may run (config tests, reloads, hooks),
+  whole: one command per line as its words, the program by absolute path or by a name
+  looked up on ``PATH``; a last word ``*`` admits any further arguments. Programs are
+  compared as they will be run, not through a symlink to another program (``reboot``
+  may be a link to ``systemctl``, and ``systemctl reload nginx`` must not admit it),
+  though symlinked directories are resolved (``/bin`` → ``/usr/bin``); and arguments
+  matter (an allowed program with a file of the attacker's choosing as its config
+  would read that file and print its lines as errors);
+* ``paths.allow``: the directories targets may write into or use (certificates,
+  keys, keystores, dynamic configs, the HAProxy master socket, a kubeconfig),
+  compared after resolving symlinks, subdirectories included.
 
 One entry per line, ``#`` starts a comment. Without a file, that kind of action is
 unrestricted, and the agent says so once at start. A file that group or others can
@@ -48,8 +54,20 @@ def _entries(path: Path) -> list[str] | None:
 
 
 def _program(program: str) -> str | None:
+    """The program as it will be run: absolute, found on ``PATH`` if given by name,
+    its directory resolved (``/bin`` is ``/usr/bin`` on merged-/usr systems) but not
+    the program itself (a link to another program is not that program)."""
     found = program if os.path.isabs(program) else shutil.which(program)
-    return os.path.realpath(found) if found and os.path.exists(found) else None
+    if not found or not os.path.exists(found):
+        return None
+    return os.path.join(os.path.realpath(os.path.dirname(found)), os.path.basename(found))
+
+
+def _allows(entry: list[str], argv: list[str]) -> bool:
+    if entry and entry[-1] == "*":
+        fixed = entry[:-1]
+        return len(argv) >= len(fixed) and argv[1:len(fixed)] == fixed[1:]
+    return argv[1:] == entry[1:] and len(argv) == len(entry)
 
 
 class HostPolicy:
@@ -66,7 +84,7 @@ class HostPolicy:
         entries = _entries(self.commands_file)
         if entries is None:
             return
-        allowed = {_program(entry) or entry for entry in entries}
+        allowed = [[_program(words[0]) or words[0], *words[1:]] for words in (e.split() for e in entries)]
         for argv in argvs:
             argv = list(argv or ())
             if not argv:
@@ -74,9 +92,10 @@ class HostPolicy:
             program = _program(argv[0])
             if program is None:
                 raise PolicyRefused(f"program {argv[0]!r} not found on PATH")
-            if program not in allowed:
-                raise PolicyRefused(f"program {program} is not listed in {self.commands_file}; add it there to"
-                                    " let targets run it")
+            if not any(entry[0] == program and _allows(entry, argv) for entry in allowed):
+                shown = " ".join([program, *argv[1:]])
+                raise PolicyRefused(f"the command `{shown}` is not listed in {self.commands_file}; add it there"
+                                    " to let targets run it")
 
     def check_paths(self, *paths: Path) -> None:
         entries = _entries(self.paths_file)

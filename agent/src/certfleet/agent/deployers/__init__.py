@@ -22,7 +22,7 @@ from ..state import AgentState
 from ..verify import served_fingerprint, verify_served
 from . import apache, caddy, dovecot, envoy, file, haproxy, nginx, postfix, traefik
 from .base import Bundle, DeployError, DeployOutcome
-from .pipeline import Pipeline, Plan
+from .pipeline import MasterSocketReload, Pipeline, Plan
 
 __all__ = ["Bundle", "DeployError", "DeployOutcome", "Deployers", "Plan"]
 
@@ -81,8 +81,9 @@ class Deployers:
                 raise DeployError(str(exc), step="prepare") from exc
         else:
             raise DeployError(f"{type(target).__name__} targets are not written as files", step="prepare")
+        socket = (plan.reload.socket,) if isinstance(plan.reload, MasterSocketReload) else ()
         self._permit(plan.test, plan.reload if isinstance(plan.reload, tuple) else None,
-                     paths=tuple(f.path for f in plan.files))
+                     paths=(*(f.path for f in plan.files), *socket))
         return plan
 
     async def deploy(self, order_id: str, target: t.Target, bundle: Bundle, *, server_name: str) -> DeployOutcome:
@@ -90,6 +91,8 @@ class Deployers:
             from .kubernetes import KubernetesDeployer
 
             self._validate(target)
+            if target.kubeconfig:
+                self._permit(paths=(Path(target.kubeconfig),))
             return await KubernetesDeployer(self.state, self.secrets).deploy(order_id, target, bundle)
         return await self.pipeline.deploy(order_id, await self.plan(target, bundle), bundle, server_name=server_name)
 
