@@ -109,6 +109,18 @@ async def test_replaces_the_previous_data(deployers, fake, target, pki, state):
                                                     "tls.key": base64.b64encode(b"old key").decode()}
 
 
+async def test_keys_certfleet_does_not_write_are_kept(deployers, fake, target, pki):
+    fake.put_secret(NAMESPACE, NAME, data={"tls.crt": b"old certificate", "tls.key": b"old key",
+                                           "ca.crt": b"the cluster's CA"}, labels={})
+    bundle = pki.bundle()
+    await deploy(deployers, "order-1", target, bundle)
+    assert stored_data(fake) == {"tls.crt": bundle.certificate + bundle.chain, "tls.key": bundle.private_key,
+                                 "ca.crt": b"the cluster's CA"}
+    fake.requests.clear()
+    assert (await deploy(deployers, "order-2", target, bundle)).skipped
+    assert fake.methods() == ["GET"]
+
+
 async def test_same_certificate_again_is_skipped_without_a_write(deployers, fake, target, pki):
     bundle = pki.bundle()
     await deploy(deployers, "order-1", target, bundle)

@@ -94,7 +94,10 @@ async def dry_run(paths: AgentPaths, *, certificate_id: str | None = None, targe
         plan = await deployers.plan(target, bundle)
     except DeployError as exc:
         raise ManualError(exc.detail) from None
-    return "\n".join(["dry run: nothing is written, no command runs", *plan.describe()])
+    header = "dry run: nothing is written to the target, no test or reload runs"
+    if isinstance(target, wire.KeystoreTarget) and target.format == "jks":
+        header += " (keytool built the JKS keystore in a private temporary directory, now removed)"
+    return "\n".join([header, *plan.describe()])
 
 
 async def roll_back(paths: AgentPaths, subject: str) -> str:

@@ -67,8 +67,15 @@ class _Lines:
         """A whole SMTP reply (RFC 5321 §4.2: ``250-`` continues, ``250 `` ends)."""
         while True:
             line = await self.line()
-            if len(line) < 4 or line[3:4] != b"-":
+            if not (line[:3].isdigit() and line[3:4] == b"-"):
                 return line
+
+
+def _code(reply: bytes) -> str:
+    """Only the reply code: whatever else a server says (an SSH banner, say, if the
+    port is not what the target claims) does not travel to the coordinator."""
+    code = reply[:3]
+    return code.decode() if code.isdigit() else "something else"
 
 
 async def _starttls(stream: trio.SocketStream, protocol: str) -> None:
@@ -76,25 +83,25 @@ async def _starttls(stream: trio.SocketStream, protocol: str) -> None:
     if protocol == "smtp":
         greeting = await lines.smtp_reply()
         if not greeting.startswith(b"220"):
-            raise ConnectionError(f"unexpected SMTP greeting: {greeting[:200]!r}")
+            raise ConnectionError(f"no SMTP greeting (the server answered with {_code(greeting)})")
         await stream.send_all(b"EHLO certfleet-agent.invalid\r\n")
         if not (await lines.smtp_reply()).startswith(b"250"):
             raise ConnectionError("the SMTP server refused EHLO")
         await stream.send_all(b"STARTTLS\r\n")
         answer = await lines.smtp_reply()
         if not answer.startswith(b"220"):
-            raise ConnectionError(f"the SMTP server refused STARTTLS: {answer[:200]!r}")
+            raise ConnectionError(f"the SMTP server refused STARTTLS (reply {_code(answer)})")
     elif protocol == "imap":
         greeting = await lines.line()
         if not greeting.startswith(b"* OK"):
-            raise ConnectionError(f"unexpected IMAP greeting: {greeting[:200]!r}")
+            raise ConnectionError("no IMAP greeting (the server did not answer '* OK')")
         await stream.send_all(b"c1 STARTTLS\r\n")
         while True:
             answer = await lines.line()
             if answer.startswith(b"c1 "):
                 break
         if not answer.startswith(b"c1 OK"):
-            raise ConnectionError(f"the IMAP server refused STARTTLS: {answer[:200]!r}")
+            raise ConnectionError("the IMAP server refused STARTTLS")
     if lines.buffer:
         raise ConnectionError("the server sent data before the TLS handshake")
 
@@ -131,7 +138,7 @@ async def verify_served(check: TlsCheck, *, expected: str, default_name: str,
         try:
             seen = await served_fingerprint(check, name)
         except (OSError, ConnectionError, ssl.SSLError, trio.BrokenResourceError, trio.TooSlowError) as exc:
-            problem = f"cannot read the served certificate from {check.host}:{check.port}: {exc or type(exc).__name__}"
+            problem = f"cannot read the served certificate from {check.host}:{check.port}: {str(exc) or type(exc).__name__}"
             continue
         if seen == expected:
             return Served(True, seen, f"{check.host}:{check.port} serves {seen}")

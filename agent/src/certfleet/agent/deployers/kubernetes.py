@@ -84,7 +84,7 @@ class _SecretsApi:
         except trio.TooSlowError:
             raise ApiError(f"no answer from {self.credentials.server} within {REQUEST_TIMEOUT:.0f}s") from None
         except httpx.HTTPError as exc:
-            raise ApiError(f"cannot reach {self.credentials.server}: {exc or type(exc).__name__}") from None
+            raise ApiError(f"cannot reach {self.credentials.server}: {str(exc) or type(exc).__name__}") from None
 
     def _fail(self, response: httpx.Response, action: str) -> ApiError:
         try:
@@ -157,8 +157,12 @@ def _decoded(data: Any) -> dict[str, bytes] | None:
 
 
 def _holds(secret: Mapping[str, Any] | None, data: Mapping[str, str]) -> bool:
-    return (secret is not None and secret.get("type") == TLS_TYPE
-            and _decoded(secret.get("data") or {}) == _decoded(data))
+    """Whether ``secret`` already carries ``data`` (other keys it has, such as
+    ``ca.crt``, do not matter)."""
+    if secret is None or secret.get("type") != TLS_TYPE:
+        return False
+    present = _decoded(secret.get("data") or {})
+    return present is not None and {key: present.get(key) for key in data} == _decoded(data)
 
 
 def _metadata(secret: Mapping[str, Any]) -> dict[str, Any]:
@@ -288,7 +292,9 @@ class KubernetesDeployer:
                                                    "labels": dict(MANAGED_BY)}})
                 elif not _holds(current, wanted):
                     labels = {**(_metadata(current).get("labels") or {}), **MANAGED_BY}
-                    await api.replace(_with(current, type_=TLS_TYPE, data=wanted, labels=labels))
+                    # Keys certfleet does not write (``ca.crt``…) stay as they are.
+                    data = {**(current.get("data") or {}), **wanted}
+                    await api.replace(_with(current, type_=TLS_TYPE, data=data, labels=labels))
             except ApiError as exc:
                 log.warning("writing %s failed (%s); undoing", where, exc)
                 outcome, restored = await self._undo(api, previous, wanted)

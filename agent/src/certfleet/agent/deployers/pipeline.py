@@ -147,7 +147,7 @@ async def _master_socket_reload(reload: MasterSocketReload) -> CommandResult:
                 while chunk := await stream.receive_some(4096):
                     answer += chunk[: 4096 - len(answer)]
     except (OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
-        return CommandResult(argv, 1, "", f"cannot reload through {reload.socket}: {exc or type(exc).__name__}")
+        return CommandResult(argv, 1, "", f"cannot reload through {reload.socket}: {str(exc) or type(exc).__name__}")
     text = answer.decode(errors="replace")
     failed = "Unknown command" in text or "Permission denied" in text
     return CommandResult(argv, 1 if failed else 0, text, text if failed else "")
