@@ -73,3 +73,33 @@ async def test_an_unexpected_error_fails_the_order_and_the_agent_goes_on(coordin
     assert info.status == "failed" and "RuntimeError: a bug in a deployer" in info.last_error
     assert (await api.call("jobs.list", query={"certificate_id": created.id}))[0].state == "failed"
     assert await agent.poll_once() == 0  # the agent is still polling
+
+
+
+async def test_old_keys_and_snapshots_are_deleted_once_a_newer_certificate_is_deployed(coordinator, tmp_path):
+    from certfleet.agent.daemon import Agent
+    from tests.coordinator.test_renewal_cycle import SimulatedClock
+    from tests.support import admin_client, enroll_agent
+
+    clock = SimulatedClock()
+    service = coordinator.coordinator
+    service._clock = clock
+    api, _ = await admin_client(coordinator)
+    enrolled = await enroll_agent(api, coordinator, tmp_path / "agent")
+    agent = Agent(enrolled.paths, poll_wait=0, clock=clock)
+    created = await api.call("certificates.create", wire.CertificateCreate(
+        common_name="keys.example.test", agent_id=agent.config.agent_id, lifetime_seconds=3600,
+        target=wire.FileTarget(directory=str(tmp_path / "t"))))
+    await agent.poll_once()
+    await agent.flush_outbox()
+    (first,) = [row["id"] for row in agent.state.db.query("SELECT id FROM orders")]
+    keys = agent.executor.keystore
+    assert keys.path_for(first).exists() and agent.state.snapshots(first)
+
+    clock.now = (await api.call("certificates.get", certificate_id=created.id)).renew_at + 1
+    assert await service.start_due_renewals() == [created.id]
+    await agent.poll_once()
+    await agent.flush_outbox()
+    (second,) = [row["id"] for row in agent.state.db.query("SELECT id FROM orders WHERE id != ?", [first])]
+    assert not keys.path_for(first).exists() and agent.state.snapshots(first) is None
+    assert keys.path_for(second).exists() and agent.state.snapshots(second)

@@ -191,6 +191,7 @@ class Executor:
                            retryable=False, deployment=wire.DeploymentFacts(kind=kind, failed_step="prepare"))
                 return
             log.info("work order %s deployed certificate %s", order.id, outcome.fingerprint_sha256)
+            self._forget_superseded(order.id, payload.certificate_id)
             written = ", ".join(outcome.changed) or "nothing (unchanged)"
             self._finish(order, OrderEvent.DEPLOYED, wire.OrderResult(
                 status="succeeded", fingerprint_sha256=outcome.fingerprint_sha256,
@@ -198,6 +199,14 @@ class Executor:
                        f"{'; served ' + outcome.served_fingerprint if outcome.served_fingerprint else ''}",
                 deployment=wire.DeploymentFacts(kind=kind, skipped=outcome.skipped,
                                                 served_fingerprint=outcome.served_fingerprint)))
+
+    def _forget_superseded(self, order_id: str, certificate_id: str) -> None:
+        """Once a certificate is deployed, the keys and snapshots of its earlier orders
+        are old private keys kept for nothing: delete them. This order's key (renewal
+        may reuse it) and snapshot (``certfleet-agent rollback``) stay."""
+        for old in self.state.superseded_orders(order_id, certificate_id):
+            self.keystore.forget(old)
+            self.state.forget_snapshots(old)
 
     async def _check_target(self, order: VerifiedOrder) -> None:
         """Run the target's config test and read what it serves; write nothing."""

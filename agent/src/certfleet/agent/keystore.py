@@ -41,3 +41,7 @@ class KeyStore:
 
     def load(self, order_id: str) -> PrivateKey:
         return load_private_key(self.path_for(order_id).read_bytes())
+
+    def forget(self, order_id: str) -> None:
+        """Delete an order's key once nothing can need it any more."""
+        self.path_for(order_id).unlink(missing_ok=True)

@@ -167,6 +167,17 @@ class AgentState:
                     {"order_id": order_id, "name": s.name, "existed": int(s.existed),
                      "content": s.content, "mode": s.mode, "uid": s.uid, "gid": s.gid})
 
+    def forget_snapshots(self, order_id: str) -> None:
+        self.db.execute("DELETE FROM snapshots WHERE order_id = ?", [order_id])
+
+    def superseded_orders(self, order_id: str, certificate_id: str) -> list[str]:
+        """Finished issue orders for ``certificate_id`` received before ``order_id``."""
+        return [row["id"] for row in self.db.query(
+            "SELECT o.id FROM orders o, orders current WHERE current.id = ? AND o.id != current.id"
+            " AND o.kind = 'issue' AND json_extract(o.payload, '$.certificate_id') = ?"
+            " AND o.status IN ('deployed', 'failed') AND o.received_at <= current.received_at",
+            [order_id, certificate_id])]
+
     # --- outbox -------------------------------------------------------------------------
 
     def enqueue(self, path: str, body: bytes) -> None:
