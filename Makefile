@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 PYTEST_ARGS ?=
 
-.PHONY: demo test install clean
+.PHONY: demo test bench install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || { apt-get update && apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); }
@@ -28,6 +28,15 @@ test: $(VENV)/.installed
 	scripts/ensure-postgres.sh
 	CERTFLEET_TEST_POSTGRES_URL=$(POSTGRES_URL) CERTFLEET_REQUIRE_POSTGRES=1 \
 		$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Benchmarks (tests/benchmarks): every figure with a baseline measured in the same run,
+# on SQLite and PostgreSQL. Results go to bench-results/; BENCH_ARGS=--publish also
+# writes the report to docs/reference/performance.md, BENCH_ARGS=--quick is a smoke run.
+bench: $(VENV)/.installed tests/benchmarks/requirements.txt
+	$(BIN)/pip install --quiet -r tests/benchmarks/requirements.txt
+	scripts/ensure-system-packages.sh
+	scripts/ensure-postgres.sh
+	$(BIN)/python -m tests.benchmarks --postgres-url $(POSTGRES_URL) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) demo-data .pytest_cache
