@@ -43,7 +43,7 @@ def latest_order_for(state: AgentState, subject: str, *, deployed_only: bool = F
         "SELECT * FROM orders WHERE kind = 'issue'"
         " AND (json_extract(payload, '$.certificate_id') = ? OR json_extract(payload, '$.target_id') = ?)"
         f" AND status IN ({', '.join('?' for _ in statuses)}) AND certificate_pem IS NOT NULL"
-        " ORDER BY received_at DESC, id DESC LIMIT 1", [subject, subject, *statuses]))
+        " ORDER BY rowid DESC LIMIT 1", [subject, subject, *statuses]))  # rowid: the order they arrived in
     if not rows:
         raise ManualError(f"this agent has no deployment of certificate or target {subject}")
     return rows[0]

@@ -126,7 +126,7 @@ class AgentState:
     def unfinished_orders(self) -> list[dict[str, Any]]:
         placeholders = ", ".join("?" for _ in TERMINAL)
         return list(self.db.query(
-            f"SELECT * FROM orders WHERE status NOT IN ({placeholders}) ORDER BY received_at, id",
+            f"SELECT * FROM orders WHERE status NOT IN ({placeholders}) ORDER BY rowid",
             list(TERMINAL)))
 
     def transition(self, order_id: str, event: OrderEvent, **fields: Any) -> OrderState:
@@ -175,7 +175,7 @@ class AgentState:
         return [row["id"] for row in self.db.query(
             "SELECT o.id FROM orders o, orders current WHERE current.id = ? AND o.id != current.id"
             " AND o.kind = 'issue' AND json_extract(o.payload, '$.certificate_id') = ?"
-            " AND o.status IN ('deployed', 'failed') AND o.received_at <= current.received_at",
+            " AND o.status IN ('deployed', 'failed') AND o.rowid < current.rowid",  # arrived earlier
             [order_id, certificate_id])]
 
     # --- outbox -------------------------------------------------------------------------
