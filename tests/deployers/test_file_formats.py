@@ -16,24 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from certfleet.agent.deployers import Deployers
-from certfleet.agent.secrets import Secrets
-from certfleet.agent.state import AgentState
 from certfleet.shared.targets import EnvoyTarget, TraefikTarget
-from tests.deployers.mail_servers import Issuer
 
 NAME = "app.certfleet.test"
 SECRET_TYPE = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
-
-
-@pytest.fixture(scope="module")
-def issuer() -> Issuer:
-    return Issuer()
-
-
-@pytest.fixture
-def deployers(tmp_path) -> Deployers:
-    return Deployers(AgentState(tmp_path / "state" / "agent.db"), Secrets(tmp_path / "secrets.json"))
 
 
 def mode(path: Path) -> int:

@@ -10,12 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from certfleet.agent.deployers import Bundle, DeployError, Deployers
-from certfleet.agent.secrets import Secrets
-from certfleet.agent.state import AgentState
+from certfleet.agent.deployers import Bundle, DeployError
 from certfleet.shared.targets import CaddyTarget, DovecotTarget, PostfixTarget, TlsCheck
 from tests.deployers.mail_servers import (
-    Issuer,
     counting_reload,
     openssl_served,
     reload_count,
@@ -28,16 +25,6 @@ from tests.deployers.mail_servers import (
 
 MAIL_NAME = "mail.certfleet.test"
 SITE_NAME = "www.certfleet.test"
-
-
-@pytest.fixture(scope="module")
-def issuer() -> Issuer:
-    return Issuer()
-
-
-@pytest.fixture
-def deployers(tmp_path) -> Deployers:
-    return Deployers(AgentState(tmp_path / "state" / "agent.db"), Secrets(tmp_path / "secrets.json"))
 
 
 @dataclass

@@ -9,24 +9,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from certfleet.agent.deployers import Bundle, DeployError, Deployers
-from certfleet.agent.secrets import Secrets
-from certfleet.agent.state import AgentState
+from certfleet.agent.deployers import Bundle, DeployError
 from certfleet.shared import wire
 from certfleet.shared.targets import NginxTarget
-from tests.deployers.mail_servers import Issuer, openssl_served, wait_served, write_script
+from tests.deployers.mail_servers import openssl_served, wait_served, write_script
 from tests.deployers.web_servers import KINDS, SERVER_NAME, WebServer, running_web_server
 from tests.support import admin_client, enroll_agent
-
-
-@pytest.fixture(scope="module")
-def issuer() -> Issuer:
-    return Issuer()
-
-
-@pytest.fixture
-def deployers(tmp_path) -> Deployers:
-    return Deployers(AgentState(tmp_path / "state" / "agent.db"), Secrets(tmp_path / "secrets.json"))
 
 
 @pytest.fixture(params=KINDS)
