@@ -103,3 +103,28 @@ async def test_old_keys_and_snapshots_are_deleted_once_a_newer_certificate_is_de
     (second,) = [row["id"] for row in agent.state.db.query("SELECT id FROM orders WHERE id != ?", [first])]
     assert not keys.path_for(first).exists() and agent.state.snapshots(first) is None
     assert keys.path_for(second).exists() and agent.state.snapshots(second)
+
+
+async def test_a_result_refused_for_now_stays_in_the_outbox(coordinator, tmp_path, monkeypatch):
+    """401 (a request token refused for its time), 429: the result is sent again later,
+    not dropped; a 409 (the order is closed) is final."""
+    from certfleet.agent.client import CoordinatorError
+    from tests.support import admin_client, enroll_agent
+
+    api, _ = await admin_client(coordinator)
+    agent = await enroll_agent(api, coordinator, tmp_path / "agent")
+    await api.call("certificates.create", wire.CertificateCreate(
+        common_name="later.example.test", agent_id=agent.config.agent_id,
+        target=wire.FileTarget(directory=str(tmp_path / "t"))))
+    await agent.poll_once()
+    real_call = agent.client.call
+    for status, stays in ((401, True), (429, True), (409, False)):
+        async def refuse(name, *args, status=status, **kwargs):
+            if name == "agent.result":
+                raise CoordinatorError(status, {"type": "urn:test", "title": "refused"})
+            return await real_call(name, *args, **kwargs)
+
+        monkeypatch.setattr(agent.client, "call", refuse)
+        agent.state.db.execute("UPDATE outbox SET next_attempt_at = 0, acknowledged_at = NULL")
+        await agent.flush_outbox()
+        assert bool(agent.state.outbox_pending()) is stays, status

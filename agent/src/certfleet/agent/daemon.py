@@ -29,6 +29,12 @@ POLL_WAIT = 25
 MAX_BACKOFF = 300
 
 
+TRANSIENT_REFUSALS = frozenset({401, 408, 429})
+"""Refusals that say "not now" rather than "never": a request token refused for its
+time (a clock step), a timeout, the failed-authentication rate limit. A result must
+not be dropped for them."""
+
+
 def backoff(attempt: int, rng: random.Random) -> float:
     """Exponential backoff with full jitter, capped: 1 s, 2 s, 4 s … 300 s."""
     return rng.uniform(0, min(MAX_BACKOFF, 2 ** min(attempt, 16)))
@@ -62,11 +68,11 @@ class Agent:
                 params = {} if name == "agent.report" else {"order_id": row["path"].split("/")[-2]}
                 await self.client.call(name, body, **params)
             except CoordinatorError as exc:
-                if exc.status >= 500:
+                if exc.status >= 500 or exc.status in TRANSIENT_REFUSALS:
                     self._reschedule(row, str(exc))
                     continue
-                # A 4xx will not change on retry (the order is gone or already closed
-                # with another result): keep the reason and stop sending.
+                # Any other 4xx will not change on retry (the order is gone or already
+                # closed with another result): keep the reason and stop sending.
                 log.warning("coordinator refused outbox entry %s: %s", row["id"], exc)
                 self.state.acknowledge(row["id"], error=str(exc))
             except httpx.HTTPError as exc:

@@ -196,7 +196,8 @@ class AgentState:
                                   [path] if path else []))
 
     def last_acknowledged_at(self, path: str) -> int | None:
-        rows = list(self.db.query("SELECT MAX(acknowledged_at) AS at FROM outbox WHERE path = ?", [path]))
+        rows = list(self.db.query(  # a clean acknowledgement, not a refusal recorded as final
+            "SELECT MAX(acknowledged_at) AS at FROM outbox WHERE path = ? AND last_error IS NULL", [path]))
         return rows[0]["at"]
 
     def outbox_next_due(self) -> int | None:
