@@ -324,6 +324,18 @@ class PostfixServer:
             time.sleep(0.05)
 
 
+def _serving(server, bundle: Bundle) -> Iterator:
+    """Install ``bundle`` where ``server`` reads it, configure and start it; stop it
+    however the caller's block ends."""
+    try:
+        install_bundle(bundle, server.certificate, server.key)
+        server.write_config()
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
 @contextmanager
 def running_postfix(directory: Path, bundle: Bundle) -> Iterator[PostfixServer]:
     """A private Postfix serving ``bundle`` on STARTTLS; files under ``directory``."""
@@ -333,12 +345,8 @@ def running_postfix(directory: Path, bundle: Bundle) -> Iterator[PostfixServer]:
                            certificate=directory / "tls" / "postfix.pem", key=directory / "tls" / "postfix.key",
                            port=free_port())
     try:
-        install_bundle(bundle, server.certificate, server.key)
-        server.write_config()
-        server.start()
-        yield server
+        yield from _serving(server, bundle)
     finally:
-        server.stop()
         shutil.rmtree(runtime, ignore_errors=True)
 
 
@@ -425,12 +433,8 @@ def running_dovecot(directory: Path, bundle: Bundle) -> Iterator[DovecotServer]:
                            certificate=directory / "tls" / "dovecot.pem", key=directory / "tls" / "dovecot.key",
                            imaps_port=free_port(), imap_port=free_port())
     try:
-        install_bundle(bundle, server.certificate, server.key)
-        server.write_config()
-        server.start()
-        yield server
+        yield from _serving(server, bundle)
     finally:
-        server.stop()
         shutil.rmtree(runtime, ignore_errors=True)
 
 
@@ -498,10 +502,4 @@ def running_caddy(directory: Path, bundle: Bundle, site: str) -> Iterator[CaddyS
     """A private Caddy serving ``bundle`` for ``site`` over HTTPS; files under ``directory``."""
     server = CaddyServer(directory=directory / "caddy", certificate=directory / "tls" / "caddy.pem",
                          key=directory / "tls" / "caddy.key", site=site, port=free_port(), admin_port=free_port())
-    try:
-        install_bundle(bundle, server.certificate, server.key)
-        server.write_config()
-        server.start()
-        yield server
-    finally:
-        server.stop()
+    yield from _serving(server, bundle)

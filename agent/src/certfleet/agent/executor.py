@@ -35,6 +35,7 @@ from certfleet.shared.pki import (
     private_key_pem,
     public_key_matches,
 )
+from certfleet.shared.targets import kind_of
 from certfleet.shared.workorder import (
     OrderKind,
     VerifiedOrder,
@@ -176,7 +177,7 @@ class Executor:
             deploy_bundle = Bundle(certificate=row["certificate_pem"].encode(), chain=row["chain_pem"].encode(),
                                    private_key=private_key_pem(key),
                                    fingerprint_sha256=certificate_fingerprint(leaf))
-            kind = payload.target.__struct_config__.tag
+            kind = kind_of(payload.target)
             try:
                 outcome = await self.deployers.deploy(order.id, payload.target, deploy_bundle,
                                                       server_name=payload.names[0])

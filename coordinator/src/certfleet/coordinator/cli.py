@@ -11,7 +11,6 @@ import re
 import signal
 import sys
 import time
-import typing
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import trio
 
 from certfleet.shared import logs, wire
 from certfleet.shared.pki import KeyType
+from certfleet.shared.targets import KINDS
 
 from .client import ApiClient, ApiError
 from .initialize import InitializationError
@@ -59,7 +59,6 @@ def _argv(text: str) -> list[str]:
     return value
 
 
-TARGET_KINDS = sorted(str(cls.__struct_config__.tag) for cls in typing.get_args(wire.Target))
 
 
 def _settings(text: str) -> dict[str, Any]:
@@ -157,7 +156,7 @@ def _parser() -> argparse.ArgumentParser:
     target_create = targets.add_parser("create", help="declare a target on an agent")
     target_create.add_argument("name")
     target_create.add_argument("--agent", required=True)
-    target_create.add_argument("--kind", required=True, choices=TARGET_KINDS)
+    target_create.add_argument("--kind", required=True, choices=KINDS)
     target_create.add_argument("--settings", type=_settings, default={},
                                help="settings as a JSON object, or @FILE to read them from a file")
     target_create.add_argument("--set", type=_setting, action="append", default=[], metavar="KEY=VALUE",

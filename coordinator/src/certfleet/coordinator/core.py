@@ -54,13 +54,13 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(12)}"
 
 
-def role_permissions(tx: Tx, role: str, integrity: RowIntegrity | None = None) -> frozenset[str] | None:
-    """A role's permissions, built-in or custom; ``None`` if no such role (or, with
-    ``integrity``, if its row fails the integrity check)."""
+def role_permissions(tx: Tx, role: str, integrity: RowIntegrity) -> frozenset[str] | None:
+    """A role's permissions, built-in or custom; ``None`` if no such role, or if its
+    row fails the integrity check."""
     if role in BUILTIN_ROLES:
         return BUILTIN_ROLES[role][1]
     row = Roles(tx).find(role)
-    if row is None or (integrity is not None and not integrity.valid("roles", row)):
+    if row is None or not integrity.valid("roles", row):
         return None
     return frozenset(json.loads(row["permissions"]))
 

@@ -30,6 +30,7 @@ __all__ = [
     "EnvoyTarget",
     "FileTarget",
     "HaproxyTarget",
+    "KINDS",
     "KeystoreTarget",
     "KubernetesSecretTarget",
     "NginxTarget",
@@ -37,6 +38,7 @@ __all__ = [
     "Target",
     "TlsCheck",
     "TraefikTarget",
+    "kind_of",
     "unsafe_characters",
 ]
 
@@ -337,3 +339,11 @@ class KubernetesSecretTarget(_Message, tag="kubernetes-secret", tag_field="kind"
 
 Target = (FileTarget | NginxTarget | ApacheTarget | HaproxyTarget | PostfixTarget | DovecotTarget | CaddyTarget
           | TraefikTarget | EnvoyTarget | KeystoreTarget | KubernetesSecretTarget)
+
+KINDS: tuple[str, ...] = tuple(sorted(str(cls.__struct_config__.tag) for cls in Target.__args__))
+"""Every target kind, as settings name it (``"kind": "nginx"``)."""
+
+
+def kind_of(target: Target) -> str:
+    """The kind a target's settings declare (``nginx``, ``file``…)."""
+    return str(target.__struct_config__.tag)

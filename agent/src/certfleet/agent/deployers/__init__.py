@@ -125,6 +125,6 @@ class Deployers:
                                   step="verify") from exc
             found.append(f"{check.host}:{check.port} serves {fingerprint} (nothing deployed there yet)")
         if not found:
-            raise DeployError(f"a {target.__struct_config__.tag} target has no config test and no listening"
+            raise DeployError(f"a {t.kind_of(target)} target has no config test and no listening"
                               " address to check", step="prepare")
         return "; ".join(found)

@@ -242,7 +242,8 @@ class Pipeline:
 
     # --- the procedure ------------------------------------------------------------------
 
-    async def _roll_back(self, snapshots: dict[str, Snapshot], plan: Plan, *, reload: bool) -> str:
+    async def _roll_back(self, snapshots: dict[str, Snapshot], plan: Plan, *, reload: bool,
+                         after_failed_test: bool = False) -> str:
         """Put the snapshot back (and reload if the new files were loaded); say how it
         went. Shielded: a rollback that has started finishes even if the agent is
         being stopped (the reload has its own time limit)."""
@@ -251,20 +252,22 @@ class Pipeline:
                 self._restore(snapshots)
             except OSError as exc:
                 return f"rollback FAILED: {exc}"
+            if after_failed_test:
+                return "previous files restored" + await self._settle_after_failed_test(plan)
             if not reload or plan.reload is None:
                 return "previous files restored"
             second = await run_reload(plan.reload)
             return ("previous files restored; reload after restore "
                     + ("succeeded" if second.ok else f"failed: {second.describe()}"))
 
-    async def _settle_after_failed_test(self, plan: Plan, outcome: str) -> str:
+    async def _settle_after_failed_test(self, plan: Plan) -> str:
         """After a failed config test the server was not reloaded, but some servers
         read certificate files lazily (each new Postfix smtpd does), so a process may
         have started on the new files in the meantime. If the restored configuration
         passes the test, reload so every process serves the restored files; if it
         fails too, the configuration was broken before this deployment, and a reload
         could take the server down: leave it."""
-        if plan.reload is None or plan.test is None or "FAILED" in outcome:
+        if plan.reload is None or plan.test is None:
             return ""
         retested = await run_argv(plan.test)
         if not retested.ok:
@@ -273,7 +276,7 @@ class Pipeline:
         return "; reload with the previous files " + ("succeeded" if settled.ok else f"failed: {settled.describe()}")
 
     async def deploy(self, order_id: str, plan: Plan, bundle: Bundle, *, server_name: str) -> DeployOutcome:
-        if len({os.path.normpath(f.path) for f in plan.files}) != len(plan.files):
+        if len({f.path for f in plan.files}) != len(plan.files):  # Path drops a trailing "/"
             raise DeployError("the target names the same file twice", step="prepare")
         lock = _locks.setdefault(plan.lock_key, trio.Lock())
         async with lock:
@@ -298,8 +301,7 @@ class Pipeline:
                 tested = await run_argv(plan.test)
                 if not tested.ok:
                     log.warning("config test failed (%s); restoring the previous files", tested.describe())
-                    outcome = await self._roll_back(snapshots, plan, reload=False)
-                    outcome += await self._settle_after_failed_test(plan, outcome)
+                    outcome = await self._roll_back(snapshots, plan, reload=False, after_failed_test=True)
                     raise DeployError(f"config test failed: {tested.describe()}; {outcome}",
                                       step="config-test", rolled_back=True)
 

@@ -134,8 +134,7 @@ class AgentOperations(CoordinatorBase):
         body: wire.OrderResult = call.body
         now = self.now()
 
-        rolled_back = body.status == "failed" and (
-            body.deployment.rolled_back if body.deployment is not None else "restored" in body.detail)
+        rolled_back = body.status == "failed" and body.deployment is not None and body.deployment.rolled_back
 
         def record(tx: Tx) -> str | None:
             """Record the result; the kind of the order, if it is new."""
@@ -153,7 +152,7 @@ class AgentOperations(CoordinatorBase):
                             details={"detail": body.detail[:512]})
                 return order["kind"]
             if order["certificate_id"]:
-                self.count_deployment(tx, Certificates(tx).get(order["certificate_id"])["target_id"], body)
+                self.count_deployment(tx, order["target_id"], body)
                 succeeded = body.status == "succeeded"
                 Certificates(tx).set_status(order["certificate_id"], "deployed" if succeeded else "failed",
                                             now, None if succeeded else body.detail)

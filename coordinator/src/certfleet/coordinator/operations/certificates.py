@@ -170,8 +170,8 @@ class CertificateOperations(JobOperations, TargetOperations):
                                     target_id=certificate["target_id"]),
             now=self.now(), ttl=self.work_order_ttl)
         WorkOrders(tx).insert(id=order_id, agent_id=certificate["agent_id"], certificate_id=certificate["id"],
-                              kind=str(OrderKind.ISSUE), token=token, expires_at=self.now() + self.work_order_ttl,
-                              now=self.now())
+                              target_id=certificate["target_id"], kind=str(OrderKind.ISSUE), token=token,
+                              expires_at=self.now() + self.work_order_ttl, now=self.now())
         Certificates(tx).set_status(certificate["id"], "pending", self.now())
         self.record(tx, call, action="work-order.queue", resource_type="work-order", resource_id=order_id,
                     details={"kind": "issue", "certificate_id": certificate["id"], "job_id": job["id"]})

@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 
 from certfleet.shared import wire
+from certfleet.shared.targets import kind_of
 from certfleet.shared.workorder import OrderKind, sign_work_order
 
 from .. import errors
@@ -24,10 +25,6 @@ from ..core import Call, CoordinatorBase, new_id
 from ..storage import Agents, Targets, Tx, WorkOrders
 
 __all__ = ["TargetOperations", "target_info"]
-
-
-def _kind(settings: wire.Target) -> str:
-    return str(settings.__struct_config__.tag)
 
 
 def target_info(row: dict[str, Any], certificates: list[str]) -> wire.TargetInfo:
@@ -52,11 +49,11 @@ class TargetOperations(CoordinatorBase):
         if targets.find(name) is not None:
             raise errors.Conflict(f"a target named {name!r} already exists", slug="target-exists")
         target_id = new_id("tgt")
-        targets.insert(id=target_id, name=name, agent_id=agent_id, kind=_kind(settings),
+        targets.insert(id=target_id, name=name, agent_id=agent_id, kind=kind_of(settings),
                        settings=wire.encode(settings).decode(), created_by=call.principal.actor, now=self.now())
         self.integrity.seal(tx, "targets", target_id)
         self.record(tx, call, action="targets.create", resource_type="target", resource_id=target_id,
-                    details={"name": name, "agent_id": agent_id, "kind": _kind(settings)})
+                    details={"name": name, "agent_id": agent_id, "kind": kind_of(settings)})
         return targets.get(target_id)
 
     def trusted_settings(self, tx: Tx, target_id: str) -> wire.Target:
