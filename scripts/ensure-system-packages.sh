@@ -21,6 +21,8 @@ declare -A wanted=(
   [dovecot]=dovecot-imapd
   [caddy]=caddy
   [keytool]=default-jre-headless
+  [sshd]=openssh-server
+  [systemd-analyze]=systemd
 )
 
 missing=()

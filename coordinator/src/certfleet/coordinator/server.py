@@ -109,6 +109,7 @@ async def run_coordinator(
                     stopping.set()
 
                 upkeep.start_soon(stop_on_trigger)
+            upkeep.start_soon(coordinator.wake_polls_for_queued_orders)
             if settings.maintenance_interval is not None:
                 upkeep.start_soon(_maintenance, coordinator, Leadership(database, settings.database_url),
                                   settings.maintenance_interval)

@@ -28,8 +28,9 @@ from .certificates import certificate_info
 __all__ = ["MAX_POLL_WAIT", "AgentOperations"]
 
 MAX_POLL_WAIT = 30
-# A replica other than the one that queued an order learns of it by re-reading the
-# database this often during a long poll.
+# Orders queued by another coordinator (several behind a load balancer) reach the
+# long polls waiting here within this many seconds: one query per coordinator per
+# interval finds them, whatever the number of waiting polls.
 POLL_RECHECK = 5.0
 
 
@@ -62,8 +63,24 @@ class AgentOperations(CoordinatorBase):
             remaining = deadline - trio.current_time()
             if rows or remaining <= 0:
                 return wire.WorkBatch(orders=[wire.Delivery(id=r["id"], token=r["token"]) for r in rows])
-            with trio.move_on_after(min(remaining, POLL_RECHECK)):
+            # Nothing re-reads the database while waiting: whatever queues an order
+            # here wakes the poll, and wake_polls_for_queued_orders covers the rest.
+            with trio.move_on_after(remaining):
                 await event.wait()
+            if not event.is_set():
+                return wire.WorkBatch(orders=[])
+
+    async def wake_polls_for_queued_orders(self, interval: float = POLL_RECHECK) -> None:
+        """Wake the long polls waiting here whose agent has a queued order this process
+        did not queue itself (another coordinator did, or a path that does not wake).
+        Runs on every coordinator, leader or not, until cancelled."""
+        while True:
+            await trio.sleep(interval)
+            if not self._wakeups:
+                continue
+            agent_ids = await self.database.transact(lambda tx: WorkOrders(tx).agents_with_queued(self.now()))
+            for agent_id in agent_ids:
+                self.wake(agent_id)
 
     async def agent_csr(self, call: Call) -> wire.CertificateBundle:
         agent_id, order_id = call.principal.id, call.params["order_id"]

@@ -109,9 +109,7 @@ class NotificationOperations(CoordinatorBase):
 
         def scan(tx: Tx) -> int:
             queued, nearing_by_agent = 0, {}
-            for row in Certificates(tx).list():
-                if row["status"] not in ("deployed", "failed", "pending") or not row["not_after"]:
-                    continue
+            for row in Certificates(tx).nearing_expiry(now):
                 lifetime = row["not_after"] - row["not_before"]
                 left = row["not_after"] - now
                 if lifetime <= 0 or left <= 0:
@@ -125,8 +123,9 @@ class NotificationOperations(CoordinatorBase):
                             summary=f"{json.loads(row['names'])[0]} expires in {left // 60} minutes",
                             dedup_key=f"expiring:{row['serial']}:{fraction}",
                             details={"not_after": row["not_after"], "serial": row["serial"]})
-            for agent in Agents(tx).list():
-                if agent["id"] in nearing_by_agent and liveness(agent["last_seen_at"], now) == "offline":
+            agents = Agents(tx)
+            for agent in filter(None, map(agents.find, nearing_by_agent)):
+                if liveness(agent["last_seen_at"], now) == "offline":
                     queued += self.emit(
                         tx, kind="agent.offline", severity="critical", subject=f"agent:{agent['id']}",
                         summary=f"agent {agent['name']} is offline with {len(nearing_by_agent[agent['id']])}"

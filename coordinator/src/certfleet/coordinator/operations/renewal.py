@@ -24,6 +24,9 @@ from .approvals import ApprovalOperations
 __all__ = ["RenewalOperations"]
 
 SCHEDULER = Principal(PrincipalKind.ANONYMOUS, "renewal-scheduler")
+# Renewals started per transaction: small enough that the agents' requests are not held
+# up behind one long write (SQLite has one writer), large enough to amortize commits.
+RENEWAL_BATCH = 200
 _rng = random.SystemRandom()
 
 
@@ -90,15 +93,19 @@ class RenewalOperations(ApprovalOperations):
         version = Certificates(tx).latest_version(certificate["id"])
         return version["order_id"] if version else None
 
-    async def start_due_renewals(self) -> list[str]:
-        """Start a renewal for every certificate whose time has come; returns their ids."""
+    async def start_due_renewals(self, batch: int = RENEWAL_BATCH) -> list[str]:
+        """Start a renewal for every certificate whose time has come; returns their ids.
+
+        In transactions of ``batch`` certificates, each one's agents woken as soon as it
+        commits: a storm of thousands due at once is started in one call, while the
+        agents' CSRs for the first batches are already being answered in between."""
         now = self.now()
         call = Call(SCHEDULER, operation="renewal.start")
 
-        def start(tx: Tx) -> list[str]:
+        def start(tx: Tx) -> list[dict[str, Any]]:
             started = []
             certificates = Certificates(tx)
-            for certificate in certificates.due_for_renewal(now):
+            for certificate in certificates.due_for_renewal(now, limit=batch):
                 certificates.set_renew_at(certificate["id"], None)
                 self.record(tx, call, resource_type="certificate", resource_id=certificate["id"],
                             details={"reason": "renewal time reached"})
@@ -106,7 +113,11 @@ class RenewalOperations(ApprovalOperations):
                 started.append(certificate)
             return started
 
-        started = await self.database.transact(start)
-        for certificate in started:
-            self.wake(certificate["agent_id"])
-        return [c["id"] for c in started]
+        started_ids: list[str] = []
+        while True:
+            started = await self.database.transact(start)
+            for certificate in started:
+                self.wake(certificate["agent_id"])
+            started_ids += [c["id"] for c in started]
+            if len(started) < batch:
+                return started_ids

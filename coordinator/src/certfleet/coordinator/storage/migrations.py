@@ -240,6 +240,7 @@ MIGRATIONS: tuple[tuple[int, str, tuple[Statement, ...]], ...] = (
                 completed_at BIGINT,
                 result_detail TEXT)""",
             "CREATE INDEX work_orders_agent_status ON work_orders (agent_id, status)",
+            "CREATE INDEX work_orders_status ON work_orders (status, agent_id)",
             """CREATE TABLE jobs (
                 id TEXT PRIMARY KEY,
                 certificate_id TEXT NOT NULL REFERENCES certificates(id),

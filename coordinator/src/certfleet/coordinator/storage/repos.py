@@ -630,6 +630,18 @@ class Certificates:
     def list(self) -> list[dict[str, Any]]:
         return self.tx.all(_CERTIFICATE_VIEW + " ORDER BY c.created_at, c.id")
 
+    def nearing_expiry(self, now: int) -> list[dict[str, Any]]:
+        """Certificates (deployed, failed or pending) whose latest version has a third
+        of its lifetime or less left, not yet expired: the only ones an expiry alert
+        can concern, chosen in SQL so a large fleet is not read every round."""
+        return self.tx.all(
+            "SELECT c.id, c.agent_id, c.names, c.status, v.serial, v.not_before, v.not_after"
+            " FROM certificate_versions v JOIN certificates c ON c.id = v.certificate_id"
+            " WHERE v.not_after > ? AND 3 * (v.not_after - ?) <= v.not_after - v.not_before"
+            " AND c.status IN ('deployed', 'failed', 'pending')"
+            " AND v.serial = (SELECT serial FROM certificate_versions WHERE certificate_id = c.id"
+            "  ORDER BY created_at DESC, serial LIMIT 1)", (now, now))
+
     def set_status(self, id: str, status: str, now: int, last_error: str | None = None) -> None:
         self.tx.execute(
             "UPDATE certificates SET status = ?, last_error = ?, updated_at = ? WHERE id = ?",
@@ -728,6 +740,11 @@ class WorkOrders:
             " AND expires_at > ? ORDER BY created_at, id LIMIT ?",
             (agent_id, *self.ACTIVE, now, limit),
         )
+
+    def agents_with_queued(self, now: int) -> list[str]:
+        """Agents with an order nobody has taken yet."""
+        return [row["agent_id"] for row in self.tx.all(
+            "SELECT DISTINCT agent_id FROM work_orders WHERE status = 'queued' AND expires_at > ?", (now,))]
 
     def mark_dispatched(self, ids: list[str], now: int) -> None:
         for id in ids:
