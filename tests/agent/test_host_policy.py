@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 
+import msgspec
 import pytest
 
 from certfleet.agent.deployers import Bundle, DeployError, Deployers
@@ -108,3 +109,54 @@ async def test_a_target_the_policy_refuses_writes_nothing(tmp_path):
                                test_command=["/bin/true"], reload_command=["/bin/true"])
     outcome = await deployers.deploy("ord_allowed", allowed, _bundle(), server_name="www.example.test")
     assert outcome.reloaded and (site / "key.pem").read_bytes() == b"-----KEY-----\n"
+
+
+def _device(kind: str, address: str):
+    from certfleet.agent.config import ProxyTarget
+
+    return ProxyTarget(name=f"{kind}-device", kind=kind, address=address)
+
+
+async def test_proxy_targets_reach_only_the_devices_the_host_lists(tmp_path):
+    """A proxy target sends a password from this host's secrets to a device: a target
+    edited to point at another host (its key pinned) must not receive it."""
+    from certfleet.shared.targets import F5Target, SshTarget
+
+    ssh = SshTarget(host="switch1.example.test", port=2222, username="admin", host_key="SHA256:" + "A" * 43,
+                    auth_secret="switch-password", certificate_path="/etc/cert.pem", key_path="/etc/key.pem")
+    f5 = F5Target(url="https://bigip.example.test/", credentials_secret="bigip", profile="clientssl",
+                  object_name="www", server_fingerprint="ab" * 32)
+    policy = HostPolicy(tmp_path / "commands.allow", tmp_path / "paths.allow",
+                        [_device("ssh", "switch1.example.test:2222"), _device("f5", "https://BIGIP.example.test")])
+    policy.check_device("ssh", ssh)
+    policy.check_device("f5", f5)
+
+    elsewhere = msgspec.structs.replace(ssh, host="attacker.example.test")
+    other_port = msgspec.structs.replace(ssh, port=22)
+    for target in (elsewhere, other_port):
+        with pytest.raises(PolicyRefused, match="not among the proxy_targets"):
+            policy.check_device("ssh", target)
+    with pytest.raises(PolicyRefused):
+        policy.check_device("f5", msgspec.structs.replace(f5, url="https://bigip.example.test:8443/"))
+    with pytest.raises(PolicyRefused):  # an ssh device listed does not admit an f5 target at the same host
+        HostPolicy(tmp_path / "c", tmp_path / "p", [_device("ssh", "bigip.example.test:443")]).check_device("f5", f5)
+
+    # Through the deployers: refused before any connection, and without a policy listing it.
+    deployers = Deployers(AgentState(tmp_path / "state.db"), Secrets(tmp_path / "secrets.json"),
+                          HostPolicy(tmp_path / "commands.allow", tmp_path / "paths.allow"))
+    with pytest.raises(DeployError, match="not among the proxy_targets"):
+        await deployers.deploy("ord-1", ssh, _bundle(), server_name="switch1.example.test")
+    with pytest.raises(DeployError, match="not among the proxy_targets"):
+        await deployers.check(f5, server_name="bigip.example.test", expected=None)
+
+
+def test_the_settings_refuse_a_proxy_target_they_cannot_match(tmp_path):
+    from certfleet.agent.config import ConfigError, load_settings
+
+    config = tmp_path / "agent.toml"
+    config.write_text('[[proxy_targets]]\nname = "x"\nkind = "ftp"\naddress = "x:21"\n')
+    with pytest.raises(ConfigError, match="kind must be ssh or f5"):
+        load_settings(config, environ={})
+    config.write_text('[[proxy_targets]]\nname = "x"\nkind = "ssh"\naddress = "[::1]:port"\n')
+    with pytest.raises(ConfigError, match="address must be"):
+        load_settings(config, environ={})

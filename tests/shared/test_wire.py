@@ -27,6 +27,9 @@ _FIELD_VALUES: dict[str, Any] = {
     "sds_path": "/etc/envoy/sds.json", "path": "/opt/app/keystore.p12",
 }
 _CLASS_EXTRAS: dict[type, dict[str, Any]] = {wire.BulkRevokeRequest: {"tag": "web"},
+                                             wire.FileTarget: {"directory": "/etc/tls/example"},
+                                             wire.DiscoveredCertificate: {"not_before": "2026-01-01T00:00:00Z",
+                                                                          "not_after": "2026-04-01T00:00:00Z"},
                                              wire.CertificateCreate: {"target_id": "web-frontend"}}
 
 
@@ -193,6 +196,27 @@ def test_file_target_refuses_bad_owner_and_group(account):
         wire.decode(_target(owner=account), wire.FileTarget)
     with pytest.raises(msgspec.ValidationError):
         wire.decode(_target(group=account), wire.FileTarget)
+
+
+def test_file_target_may_name_a_certificate_file_and_a_key_file_instead():
+    target = wire.decode(json.dumps({"kind": "file", "certificate_path": "/etc/app/tls.crt",
+                                     "key_path": "/etc/app/tls.key"}).encode(), wire.FileTarget)
+    assert (target.directory, target.certificate_path, target.key_path) == \
+        (None, "/etc/app/tls.crt", "/etc/app/tls.key")
+
+
+@pytest.mark.parametrize("fields", [
+    {},
+    {"directory": "/etc/tls", "certificate_path": "/etc/tls/a.pem", "key_path": "/etc/tls/a.key"},
+    {"certificate_path": "/etc/tls/a.pem"},
+    {"directory": "/etc/tls", "key_path": "/etc/tls/a.key"},
+    {"certificate_path": "/etc/tls/a.pem", "key_path": "/etc/tls/a.pem"},
+    {"certificate_path": "etc/tls/a.pem", "key_path": "/etc/tls/a.key"},
+    {"certificate_path": "/etc/tls/a.pem", "key_path": "/etc/tls/$(id).key"},
+], ids=["neither", "both", "no-key-path", "key-path-with-directory", "same-file", "relative", "shell"])
+def test_file_target_refuses_a_half_or_double_layout(fields):
+    with pytest.raises(msgspec.ValidationError):
+        wire.decode(json.dumps({"kind": "file", **fields}).encode(), wire.FileTarget)
 
 
 def test_file_target_refuses_another_kind_tag():

@@ -20,6 +20,7 @@ from cryptography.x509.oid import NameOID
 
 from certfleet.shared import wire
 from certfleet.shared.pki import KeyType, certificate_fingerprint, generate_private_key, private_key_pem
+from certfleet.shared.targets import F5Target, SshTarget
 
 from .config import AgentPaths
 from .deployers import Bundle, DeployError, Deployers
@@ -86,10 +87,9 @@ async def dry_run(paths: AgentPaths, *, certificate_id: str | None = None, targe
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise ManualError(f"the target is not valid: {exc}") from None
         bundle = _placeholder_bundle("dry-run.invalid")
-    if isinstance(target, wire.KubernetesSecretTarget):
-        from .deployers.kubernetes import KubernetesDeployer
-
-        return "\n".join(KubernetesDeployer(deployers.state, deployers.secrets).describe(target))
+    remote = _remote_deployer(deployers, target)
+    if remote is not None:
+        return "\n".join(remote.describe(target))
     try:
         plan = await deployers.plan(target, bundle)
     except DeployError as exc:
@@ -107,12 +107,76 @@ async def roll_back(paths: AgentPaths, subject: str) -> str:
     _, deployers = _deployers(paths)
     row = latest_order_for(deployers.state, subject, deployed_only=True)
     target = msgspec.convert(json.loads(row["payload"])["target"], wire.Target)
-    if isinstance(target, wire.KubernetesSecretTarget):
-        from .deployers.kubernetes import KubernetesDeployer
-
-        return await KubernetesDeployer(deployers.state, deployers.secrets).roll_back_order(row["id"], target)
+    remote = _remote_deployer(deployers, target)
+    if remote is not None:
+        return await remote.roll_back_order(row["id"], target)
     try:
         plan = await deployers.plan(target, _order_bundle(paths, row))
         return f"work order {row['id']}: " + await deployers.pipeline.roll_back_order(row["id"], plan)
     except DeployError as exc:
         raise ManualError(exc.detail) from None
+
+
+def _remote_deployer(deployers: Deployers, target: Any):
+    """The deployer of a kind that does not write files on this host (a Kubernetes
+    Secret, a device over SSH, an F5): it describes and rolls back on its own."""
+    if isinstance(target, wire.KubernetesSecretTarget):
+        from .deployers.kubernetes import KubernetesDeployer
+
+        return KubernetesDeployer(deployers.state, deployers.secrets)
+    if isinstance(target, SshTarget):
+        from .deployers.ssh import SshDeployer
+
+        return SshDeployer(deployers.state, deployers.secrets)
+    if isinstance(target, F5Target):
+        from .deployers.f5 import F5Deployer
+
+        return F5Deployer(deployers.state, deployers.secrets)
+    return None
+
+
+async def scan_by_hand(paths: AgentPaths, *, roots: list[str], configured_roots, report: bool) -> dict[str, Any]:
+    """``certfleet-agent scan``: scan now. With ``report`` (the default) the delta goes
+    to the coordinator like a scheduled scan's and is recorded once acknowledged;
+    without it nothing leaves the host and the local inventory is left as it was (the
+    next real scan still sends everything new). Returns what was found."""
+    from .client import CoordinatorClient
+    from .config import AgentConfig, load_identity
+    from .discovery.inventory import cached_files, inventory_delta
+    from .discovery.service import DiscoveryService
+
+    state = AgentState(paths.state)
+    client = None
+    if report:
+        if not paths.config.exists():
+            raise ManualError("this agent is not enrolled: pass --no-report to scan without a coordinator")
+        config = AgentConfig.load(paths)
+        client = CoordinatorClient(config.coordinator, ca_pem=paths.ca_bundle.read_bytes(),
+                                   agent_id=config.agent_id, identity=load_identity(paths))
+    service = DiscoveryService(state, client, Secrets(paths.secrets), roots=configured_roots)
+    try:
+        scan_roots = service.roots_for(roots)
+    except ValueError as exc:
+        raise ManualError(str(exc)) from None
+    try:
+        if report:
+            summary = await service.scan_files(f"manual-{state.now()}", roots)
+            return {"summary": summary, "reported": True}
+        import functools
+
+        import trio
+
+        from .discovery.filesystem import scan
+
+        result = await trio.to_thread.run_sync(functools.partial(
+            scan, scan_roots, passwords=service.passwords(), previous=cached_files(state)))
+        delta = inventory_delta(state, result)
+        return {"summary": f"{result.statistics.certificates} certificate(s) in {', '.join(scan_roots)};"
+                           f" {len(delta.added)} new or changed and {len(delta.removed)} gone since the last"
+                           " reported scan (not reported)",
+                "reported": False,
+                "certificates": [record.to_dict() for record in result.certificates],
+                "problems": [problem.to_dict() for problem in result.problems]}
+    finally:
+        if client is not None:
+            await client.aclose()

@@ -28,6 +28,7 @@ import os
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 __all__ = ["HostPolicy", "PolicyRefused"]
 
@@ -70,10 +71,54 @@ def _allows(entry: list[str], argv: list[str]) -> bool:
     return argv[1:] == entry[1:] and len(argv) == len(entry)
 
 
+def _host_port(host: str, port: int) -> str:
+    host = host.lower().strip("[]")
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def device_address(kind: str, target) -> str:
+    """How a proxy device is named in ``proxy_targets``: ``host:port`` (SSH) or the
+    URL's ``host:port`` (F5, port 443 unless the URL says otherwise); IPv6 in brackets."""
+    if kind == "ssh":
+        return _host_port(target.host, target.port)
+    parts = urlsplit(target.url)
+    return _host_port(parts.hostname or "", parts.port or 443)
+
+
+def normalized_address(kind: str, address: str) -> str:
+    """``proxy_targets`` addresses as written by an operator: ``host``, ``host:port``,
+    ``[v6]:port``, a bare IPv6 address, or (for F5) the device's URL."""
+    default_port = 22 if kind == "ssh" else 443
+    if "://" in address:
+        parts = urlsplit(address)
+        return _host_port(parts.hostname or "", parts.port or default_port)
+    if address.startswith("["):
+        host, _, rest = address[1:].partition("]")
+        return _host_port(host, int(rest.lstrip(":") or default_port))
+    if address.count(":") == 1:
+        host, _, port = address.partition(":")
+        return _host_port(host, int(port) if port.isdigit() else default_port)
+    return _host_port(address, default_port)
+
+
 class HostPolicy:
-    def __init__(self, commands_file: Path, paths_file: Path) -> None:
+    def __init__(self, commands_file: Path, paths_file: Path, devices: Iterable = ()) -> None:
+        """``devices``: the ``proxy_targets`` of the agent's settings, the only devices
+        an ``ssh`` or ``f5`` target may reach."""
         self.commands_file = commands_file
         self.paths_file = paths_file
+        self.devices = tuple(devices)
+
+    def check_device(self, kind: str, target) -> None:
+        """A proxy target sends a credential from this host's secrets file to a device:
+        only to a device the host's operator listed, whatever the coordinator signs (a
+        target pointing at another host, its key pinned, would otherwise receive the
+        password)."""
+        address = device_address(kind, target)
+        listed = {normalized_address(kind, d.address) for d in self.devices if d.kind == kind}
+        if address not in listed:
+            raise PolicyRefused(f"the {kind} device {address} is not among the proxy_targets of this agent's"
+                                " settings (agent.toml); add it there to let targets reach it")
 
     def unrestricted(self) -> list[str]:
         """What is not narrowed on this host, for the warning at start."""

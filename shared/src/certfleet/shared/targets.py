@@ -11,23 +11,34 @@ Rules every kind follows:
   path that would need quoting is refused rather than quoted;
 * commands are argv lists. Their arguments obey the same character rule (plus ``=``,
   ``,`` and ``:``, which options need); the program is run directly;
-* secrets (keystore passwords, Kubernetes tokens) are never part of a target: a target
-  names a secret, and the agent resolves the name from its own secret file.
+* secrets (keystore passwords, Kubernetes tokens, SSH keys, F5 passwords) are never part
+  of a target: a target names a secret, and the agent resolves the name from its own
+  secret file;
+* a remote target (``ssh``, ``f5``) pins the identity of the device it talks to (the
+  SSH host key, the management interface's TLS certificate or CA), so a secret is
+  never sent to a device the target did not name.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import os
 import re
+import struct
 from typing import Annotated, ClassVar, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
 __all__ = [
     "ApacheTarget",
     "CaddyTarget",
+    "DEFAULT_CHECK_HOST",
     "DovecotTarget",
     "EnvoyTarget",
+    "F5Target",
     "FileTarget",
     "HaproxyTarget",
     "KINDS",
@@ -35,10 +46,13 @@ __all__ = [
     "KubernetesSecretTarget",
     "NginxTarget",
     "PostfixTarget",
+    "SshTarget",
     "Target",
     "TlsCheck",
     "TraefikTarget",
     "kind_of",
+    "normalize_sha256_fingerprint",
+    "parse_ssh_host_key",
     "unsafe_characters",
 ]
 
@@ -95,6 +109,9 @@ Account = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A
 SecretName = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")]
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 
+DEFAULT_CHECK_HOST = "127.0.0.1"
+"""Where a post-deploy check connects unless told otherwise: the agent's own host."""
+
 
 class TlsCheck(_Message):
     """Post-deploy verification: connect to ``host:port``, send ``server_name`` as SNI,
@@ -105,7 +122,7 @@ class TlsCheck(_Message):
     """
 
     port: Port
-    host: Annotated[str, msgspec.Meta(min_length=1, max_length=253)] = "127.0.0.1"
+    host: Annotated[str, msgspec.Meta(min_length=1, max_length=253)] = DEFAULT_CHECK_HOST
     server_name: Annotated[str, msgspec.Meta(min_length=1, max_length=253)] | None = None
     """Default: the certificate's first name."""
     protocol: Literal["tls", "smtp", "imap"] = "tls"
@@ -133,15 +150,32 @@ class _Ownership(_Message, kw_only=True):
 
 
 class FileTarget(_Ownership, tag="file", tag_field="kind", kw_only=True):
-    """Write ``cert.pem``, ``chain.pem``, ``fullchain.pem`` and ``privkey.pem``
-    into ``directory``, the layout certbot users expect, then run the optional
-    ``reload_command`` (a hook) if anything changed."""
+    """Plain files, then the optional ``reload_command`` (a hook) if anything changed.
 
-    directory: Path_
+    Either ``directory``: ``cert.pem``, ``chain.pem``, ``fullchain.pem`` and
+    ``privkey.pem`` in it, the layout certbot users expect. Or ``certificate_path``
+    (the leaf followed by the intermediates) and ``key_path``: the files an application
+    already reads, such as a certificate found by discovery and claimed where it lies."""
+
+    directory: Path_ | None = None
+    certificate_path: Path_ | None = None
+    key_path: Path_ | None = None
     reload_command: Argv | None = None
 
     def validate(self) -> None:
-        check_path("directory", self.directory, directory=True)
+        if (self.directory is None) == (self.certificate_path is None):
+            raise msgspec.ValidationError("a file target sets either directory, or certificate_path and key_path")
+        if self.directory is not None:
+            if self.key_path is not None:
+                raise msgspec.ValidationError("key_path goes with certificate_path; a directory gets privkey.pem")
+            check_path("directory", self.directory, directory=True)
+        else:
+            if self.key_path is None:
+                raise msgspec.ValidationError("certificate_path needs key_path: where the private key goes")
+            check_path("certificate_path", self.certificate_path)  # type: ignore[arg-type]
+            check_path("key_path", self.key_path)
+            if self.key_path == self.certificate_path:
+                raise msgspec.ValidationError("certificate_path and key_path must differ")
         check_argv("reload_command", self.reload_command)
         self._validate_ownership()
 
@@ -337,8 +371,173 @@ class KubernetesSecretTarget(_Message, tag="kubernetes-secret", tag_field="kind"
             check_path("kubeconfig", self.kubeconfig)
 
 
+# --- remote targets (a proxy agent deploys to a device that cannot run an agent) --------
+
+SSH_HOST_KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa")
+_SSH_FINGERPRINT = re.compile(r"^SHA256:[A-Za-z0-9+/]{43}$")
+
+
+def parse_ssh_host_key(value: str) -> tuple[str | None, str]:
+    """The key type (``None`` for a bare fingerprint) and the OpenSSH SHA-256
+    fingerprint (``SHA256:`` and unpadded base64 of the key blob, as ``ssh-keygen -l``
+    prints it) of a pinned host key, given either as a public key line
+    (``ssh-ed25519 AAAA… [comment]``, RFC 4253 §6.6 blob in base64) or as that
+    fingerprint. Raises ``msgspec.ValidationError``."""
+    value = value.strip()
+    if _SSH_FINGERPRINT.match(value):
+        padded = value.removeprefix("SHA256:") + "="
+        try:
+            if len(base64.b64decode(padded, validate=True)) == 32:
+                return None, value
+        except binascii.Error:
+            pass
+        raise msgspec.ValidationError(f"host_key is not a valid SHA256 fingerprint: {value!r}")
+    words = value.split()
+    if len(words) not in (2, 3) or words[0] not in SSH_HOST_KEY_TYPES:
+        raise msgspec.ValidationError(
+            "host_key must be the server's public host key (\"ssh-ed25519 AAAA…\", as in"
+            " /etc/ssh/ssh_host_ed25519_key.pub or `ssh-keyscan` output without the host name) or its"
+            f" fingerprint (\"SHA256:…\", as `ssh-keygen -l` prints it); key types: {', '.join(SSH_HOST_KEY_TYPES)}")
+    try:
+        blob = base64.b64decode(words[1], validate=True)
+        (length,) = struct.unpack(">I", blob[:4])
+        embedded = blob[4:4 + length].decode("ascii")
+    except (binascii.Error, struct.error, UnicodeDecodeError):
+        raise msgspec.ValidationError("host_key is not a valid public key: its base64 blob cannot be read") from None
+    if embedded != words[0]:
+        raise msgspec.ValidationError(f"host_key says {words[0]} but its blob holds a {embedded or 'malformed'} key")
+    fingerprint = base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+    return words[0], f"SHA256:{fingerprint}"
+
+
+_HEX_FINGERPRINT = re.compile(r"^(?:[0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2}$|^[0-9A-Fa-f]{64}$")
+
+
+def normalize_sha256_fingerprint(value: str) -> str:
+    """A SHA-256 certificate fingerprint as 64 lowercase hex digits, from that or the
+    colon-separated form browsers and ``openssl x509 -fingerprint`` show (an optional
+    ``sha256:`` prefix is allowed). Raises ``msgspec.ValidationError``."""
+    spelled = value.strip()
+    if spelled.lower().startswith(("sha256:", "sha256=")):
+        spelled = spelled[7:]
+    if not _HEX_FINGERPRINT.match(spelled):
+        raise msgspec.ValidationError(f"not a SHA-256 fingerprint (64 hex digits, colons allowed): {value!r}")
+    return spelled.replace(":", "").lower()
+
+
+class SshTarget(_Message, tag="ssh", tag_field="kind", kw_only=True):
+    """A device reached over SSH: the certificate and key are uploaded over SFTP to
+    ``certificate_path`` (leaf + intermediates), ``key_path`` and optionally
+    ``chain_path`` (intermediates), each renamed into place atomically; then
+    ``test_command`` and ``reload_command`` run on the device.
+
+    ``host_key`` pins the server (its public key line or its ``SHA256:`` fingerprint):
+    the agent refuses any other key before authenticating. ``auth_secret`` names the
+    agent's secret holding a private key (OpenSSH or PEM) or a password. Commands are
+    argv lists; the remote shell receives them joined with POSIX shell quoting, so it
+    sees exactly those words. ``verify.host`` left at its default checks ``host``.
+    """
+
+    host: Annotated[str, msgspec.Meta(min_length=1, max_length=253)]
+    port: Port = 22
+    username: Account
+    host_key: Annotated[str, msgspec.Meta(min_length=1, max_length=16384)]
+    auth_secret: SecretName
+    certificate_path: Path_
+    key_path: Path_
+    chain_path: Path_ | None = None
+    mode: Mode = 0o644
+    """Mode of a new certificate file; an existing file keeps its own."""
+    key_mode: Mode = 0o600
+    """Mode of a new key file; an existing one keeps its own, minus any access for others."""
+    test_command: Argv | None = None
+    reload_command: Argv | None = None
+    verify: TlsCheck | None = None
+
+    def validate(self) -> None:
+        if not _HOST.match(self.host):
+            raise msgspec.ValidationError(f"host is not a host name or address: {self.host!r}")
+        parse_ssh_host_key(self.host_key)
+        paths = [("certificate_path", self.certificate_path), ("key_path", self.key_path)]
+        if self.chain_path is not None:
+            paths.append(("chain_path", self.chain_path))
+        for what, path in paths:
+            check_path(what, path)
+        if len({p for _, p in paths}) != len(paths):
+            raise msgspec.ValidationError("certificate_path, key_path and chain_path must differ")
+        if self.key_mode & 0o077:
+            raise msgspec.ValidationError("key_mode must not grant group or other access")
+        check_argv("test_command", self.test_command)
+        check_argv("reload_command", self.reload_command)
+        if self.verify is not None:
+            self.verify.validate()
+
+
+F5Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")]
+
+
+class F5Target(_Message, tag="f5", tag_field="kind", kw_only=True):
+    """A BIG-IP client-ssl profile, through iControl REST on the management address
+    ``url`` (``https://host[:port]``).
+
+    The certificate, its key and its chain are installed as new objects named after
+    ``object_name`` and the certificate's fingerprint in ``partition``; the profile's
+    first ``certKeyChain`` entry is switched to them inside an iControl REST
+    transaction. ``credentials_secret`` names the agent's secret holding
+    ``username:password``.
+
+    The management interface is authenticated before the credentials are sent, by
+    exactly one of: ``server_fingerprint`` (SHA-256 of its TLS certificate, the usual
+    choice for a device's self-signed certificate), ``server_certificate`` (that
+    certificate as PEM) or ``ca_bundle`` (a CA file on the agent's host; the name in
+    ``url`` is checked too). ``verify`` checks the virtual server that uses the
+    profile: set ``verify.host`` to its address.
+    """
+
+    url: Annotated[str, msgspec.Meta(min_length=9, max_length=2048)]
+    credentials_secret: SecretName
+    partition: F5Name = "Common"
+    profile: F5Name
+    object_name: Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")]
+    server_fingerprint: Annotated[str, msgspec.Meta(min_length=64, max_length=110)] | None = None
+    server_certificate: Annotated[str, msgspec.Meta(min_length=1, max_length=65536)] | None = None
+    ca_bundle: Path_ | None = None
+    login_provider: F5Name = "tmos"
+    verify: TlsCheck | None = None
+
+    def validate(self) -> None:
+        try:
+            parts = urlsplit(self.url)
+            parts.port  # noqa: B018 - raises ValueError on a port out of range
+        except ValueError:
+            raise msgspec.ValidationError(f"url is not a URL: {self.url!r}") from None
+        if parts.scheme != "https" or not parts.hostname:
+            raise msgspec.ValidationError(f"url must be https://host[:port]: {self.url!r}")
+        if parts.username or parts.password or parts.query or parts.fragment or parts.path not in ("", "/"):
+            raise msgspec.ValidationError(f"url must be https://host[:port], nothing more: {self.url!r}")
+        if not _HOST.match(parts.hostname):
+            raise msgspec.ValidationError(f"url's host is not a host name or address: {parts.hostname!r}")
+        pins = [self.server_fingerprint, self.server_certificate, self.ca_bundle]
+        if sum(pin is not None for pin in pins) != 1:
+            raise msgspec.ValidationError("set exactly one of server_fingerprint, server_certificate and ca_bundle:"
+                                          " the agent authenticates the device before it sends the password")
+        if self.server_fingerprint is not None:
+            normalize_sha256_fingerprint(self.server_fingerprint)
+        if self.server_certificate is not None:
+            from cryptography import x509
+
+            try:
+                x509.load_pem_x509_certificate(self.server_certificate.encode())
+            except ValueError:
+                raise msgspec.ValidationError("server_certificate is not a PEM certificate") from None
+        if self.ca_bundle is not None:
+            check_path("ca_bundle", self.ca_bundle)
+        if self.verify is not None:
+            self.verify.validate()
+
+
 Target = (FileTarget | NginxTarget | ApacheTarget | HaproxyTarget | PostfixTarget | DovecotTarget | CaddyTarget
-          | TraefikTarget | EnvoyTarget | KeystoreTarget | KubernetesSecretTarget)
+          | TraefikTarget | EnvoyTarget | KeystoreTarget | KubernetesSecretTarget | SshTarget | F5Target)
 
 KINDS: tuple[str, ...] = tuple(sorted(str(cls.__struct_config__.tag) for cls in Target.__args__))
 """Every target kind, as settings name it (``"kind": "nginx"``)."""

@@ -2,8 +2,14 @@
 
 A file-based kind contributes only a ``plan`` (what to write, how to test, reload and
 verify); :class:`Deployers` picks the kind's planner and hands the plan to the
-pipeline. Targets that are not files (Kubernetes Secrets) bring their own procedure
-with the same snapshot, idempotency and rollback rules.
+pipeline. Targets that are not local files (Kubernetes Secrets, and the devices a proxy
+agent reaches over SSH or F5 iControl REST) bring their own procedure with the same
+snapshot, idempotency and rollback rules.
+
+The host policy (``commands.allow``, ``paths.allow``) governs what runs and is written
+on this host; the ``ssh`` and ``f5`` kinds run and write nothing here (an F5 target's
+``ca_bundle``, a file it reads, is still held to ``paths.allow``): their devices are
+named, and pinned, in the target itself.
 """
 
 from __future__ import annotations
@@ -11,17 +17,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import trio
-
 from certfleet.shared import targets as t
 
 from ..commands import run_argv
 from ..policy import HostPolicy, PolicyRefused
 from ..secrets import SecretError, Secrets
 from ..state import AgentState
-from ..verify import served_fingerprint, verify_served
 from . import apache, caddy, dovecot, envoy, file, haproxy, nginx, postfix, traefik
-from .base import Bundle, DeployError, DeployOutcome
+from .base import Bundle, DeployError, DeployOutcome, describe_served
 from .pipeline import MasterSocketReload, Pipeline, Plan
 
 __all__ = ["Bundle", "DeployError", "DeployOutcome", "Deployers", "Plan"]
@@ -56,6 +59,14 @@ class Deployers:
         except PolicyRefused as exc:
             raise DeployError(f"refused by this host's policy: {exc}", step="prepare") from exc
 
+    def _permit_device(self, target: t.SshTarget | t.F5Target) -> None:
+        if self.policy is None:
+            return
+        try:
+            self.policy.check_device(t.kind_of(target), target)
+        except PolicyRefused as exc:
+            raise DeployError(f"refused by this host's policy: {exc}", step="prepare") from exc
+
     @staticmethod
     def _validate(target: t.Target) -> None:
         import msgspec
@@ -87,6 +98,22 @@ class Deployers:
         return plan
 
     async def deploy(self, order_id: str, target: t.Target, bundle: Bundle, *, server_name: str) -> DeployOutcome:
+        if isinstance(target, t.SshTarget):
+            from .ssh import SshDeployer
+
+            self._validate(target)
+            self._permit_device(target)
+            return await SshDeployer(self.state, self.secrets).deploy(order_id, target, bundle,
+                                                                      server_name=server_name)
+        if isinstance(target, t.F5Target):
+            from .f5 import F5Deployer
+
+            self._validate(target)
+            self._permit_device(target)
+            if target.ca_bundle:
+                self._permit(paths=(Path(target.ca_bundle),))
+            return await F5Deployer(self.state, self.secrets).deploy(order_id, target, bundle,
+                                                                     server_name=server_name)
         if isinstance(target, t.KubernetesSecretTarget):
             from .kubernetes import KubernetesDeployer
 
@@ -102,6 +129,20 @@ class Deployers:
         certfleet last deployed, if any). Writes nothing. Raises DeployError on a
         failed test, an unreachable server or an unexpected leaf."""
         self._validate(target)
+        if isinstance(target, (t.SshTarget, t.F5Target)):
+            self._permit_device(target)
+        if isinstance(target, t.SshTarget):  # its test runs on the device, not here
+            from .ssh import SshDeployer
+
+            return await SshDeployer(self.state, self.secrets).check(target, server_name=server_name,
+                                                                     expected=expected)
+        if isinstance(target, t.F5Target):
+            from .f5 import F5Deployer
+
+            if target.ca_bundle:
+                self._permit(paths=(Path(target.ca_bundle),))
+            return await F5Deployer(self.state, self.secrets).check(target, server_name=server_name,
+                                                                    expected=expected)
         found = []
         effective_test = getattr(target, "effective_test", None)
         test = effective_test() if effective_test else None
@@ -112,18 +153,8 @@ class Deployers:
                 raise DeployError(f"config test failed: {tested.describe()}", step="config-test")
             found.append(f"config test passed: `{' '.join(test)}`")
         check = getattr(target, "verify", None)
-        if check is not None and expected is not None:
-            served = await verify_served(check, expected=expected, default_name=server_name)
-            if not served.matched:
-                raise DeployError(served.detail, step="verify", served_fingerprint=served.fingerprint)
-            found.append(f"{served.detail} (the certificate certfleet deployed)")
-        elif check is not None:
-            try:
-                fingerprint = await served_fingerprint(check, check.server_name or server_name)
-            except (OSError, ConnectionError, trio.TooSlowError, trio.BrokenResourceError) as exc:
-                raise DeployError(f"cannot read the served certificate from {check.host}:{check.port}: {exc}",
-                                  step="verify") from exc
-            found.append(f"{check.host}:{check.port} serves {fingerprint} (nothing deployed there yet)")
+        if check is not None:
+            found.append(await describe_served(check, expected=expected, server_name=server_name))
         if not found:
             raise DeployError(f"a {t.kind_of(target)} target has no config test and no listening"
                               " address to check", step="prepare")

@@ -1,7 +1,8 @@
 """The ``file`` target: the four PEM files certbot users expect, plus an optional hook.
 
 ``cert.pem`` (leaf), ``chain.pem`` (intermediates), ``fullchain.pem`` (both) and
-``privkey.pem`` in one directory; ``reload_command``, if set, runs after they changed
+``privkey.pem`` in one directory, or the leaf with its intermediates and the key at two
+given paths; ``reload_command``, if set, runs after they changed
 (and again after a rollback). No config test and no TLS check: the files are all this
 kind knows about.
 """
@@ -21,12 +22,18 @@ FILE_NAMES = ("cert.pem", "chain.pem", "fullchain.pem", "privkey.pem")
 
 
 def plan(target: FileTarget, bundle: Bundle) -> Plan:
-    directory = Path(target.directory)
-    files = (
-        PlannedFile(directory / "cert.pem", bundle.certificate, target.mode),
-        PlannedFile(directory / "chain.pem", bundle.chain, target.mode),
-        PlannedFile(directory / "fullchain.pem", bundle.certificate + bundle.chain, target.mode),
-        PlannedFile(directory / "privkey.pem", bundle.private_key, target.key_mode, private=True),
-    )
+    if target.certificate_path is not None and target.key_path is not None:
+        files: tuple[PlannedFile, ...] = (
+            PlannedFile(Path(target.certificate_path), bundle.certificate + bundle.chain, target.mode),
+            PlannedFile(Path(target.key_path), bundle.private_key, target.key_mode, private=True),
+        )
+    else:
+        directory = Path(target.directory)  # type: ignore[arg-type]
+        files = (
+            PlannedFile(directory / "cert.pem", bundle.certificate, target.mode),
+            PlannedFile(directory / "chain.pem", bundle.chain, target.mode),
+            PlannedFile(directory / "fullchain.pem", bundle.certificate + bundle.chain, target.mode),
+            PlannedFile(directory / "privkey.pem", bundle.private_key, target.key_mode, private=True),
+        )
     return Plan(kind="file", files=files, owner=target.owner, group=target.group,
                 reload=tuple(target.reload_command) if target.reload_command else None)
