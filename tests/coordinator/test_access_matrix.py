@@ -77,7 +77,7 @@ def test_builtin_roles_follow_their_definitions():
     agent, mcp, cli, auditor = (BUILTIN_ROLES[r][1] for r in ("agent", "mcp", "cli", "auditor"))
     every = {op.permission for op in GATED}
     assert admin == every
-    assert auditor == {"audit.read", "audit.export"}
+    assert auditor == {"audit.read", "audit.export", "discovery.read"}
     assert agent == {op.permission for op in GATED if op.auth is Auth.AGENT}
     assert not any(p.startswith(("auth.key.", "auth.role.")) for p in operator)
     assert all(p.endswith(".read") for p in viewer) and viewer <= operator

@@ -192,6 +192,16 @@ async def test_every_successful_mutation_is_audited_under_its_operation_name(coo
     named = await admin.call("targets.create", wire.TargetCreate(
         name="life-files", agent_id=agent.config.agent_id, settings=wire.FileTarget(directory=str(tmp_path / "n"))))
     await admin.call("targets.test", target_id=named.name)
+    found = {"subject": "CN=found.example.test", "sans": ["DNS:found.example.test"], "issuer": "CN=Elsewhere",
+             "serial": "1", "not_before": "2026-01-01T00:00:00Z", "not_after": "2027-01-01T00:00:00Z",
+             "key_algorithm": "EC", "key_size": 256, "is_ca": False, "position": 0, "format": "pem",
+             "has_private_key": True}
+    await agent.client.call("agent.discoveries", wire.DiscoveryReport(source="filesystem", scan_id="life", added=[
+        wire.DiscoveredCertificate(fingerprint_sha256=f"{n:064x}", path=f"/etc/ssl/found{n}.pem", **found)
+        for n in (1, 2)]))
+    first, second = (await admin.call("discovery.list")).certificates
+    await admin.call("discovery.dismiss", wire.DiscoveryDismiss(reason="a test"), discovery_id=str(first.id))
+    await admin.call("discovery.claim", wire.DiscoveryClaim(), discovery_id=str(second.id))
 
     # The PKI: hierarchy, a profile edit, revocation, an approval.
     root = await admin.call("issuers.create-root", wire.RootCreate(name="life-root"))
@@ -228,6 +238,10 @@ async def test_every_successful_mutation_is_audited_under_its_operation_name(coo
         "UPDATE notifications SET status = 'dead' WHERE id = ?", (sent.id,)))
     await admin.call("notifications.requeue", notification_id=sent.id)
     await admin.call("channels.delete", channel_id=channel.id)
+    await admin.call("discovery.scan", wire.DiscoveryScanRequest(agent_id=agent.config.agent_id))
+    await admin.call("discovery.probe", wire.DiscoveryProbeRequest(
+        agent_id=agent.config.agent_id, ranges=["127.0.0.1/32"], ports=[443]))
+    await admin.call("agents.retire", agent_id=agent.config.agent_id)
 
     actions = {e["action"] for e in await _events(coordinator) if e["outcome"] == "success"}
     mutating = {op.name for op in OPERATIONS if op.mutating}

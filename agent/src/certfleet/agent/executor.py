@@ -18,10 +18,12 @@ the deployer starts again from the order's snapshot.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
 
+import httpx
 import msgspec
 from cryptography import x509
 
@@ -47,6 +49,7 @@ from certfleet.shared.workorder import (
 from .client import CoordinatorClient, CoordinatorError
 from .config import AgentConfig
 from .deployers import Bundle, DeployError, Deployers
+from .discovery.service import DiscoveryRefused, DiscoveryService
 from .keystore import KeyStore
 from .policy import HostPolicy
 from .secrets import Secrets
@@ -65,12 +68,13 @@ class Executor:
     def __init__(self, config: AgentConfig, state: AgentState, keystore: KeyStore,
                  client: CoordinatorClient, *, clock: Callable[[], float] = time.time,
                  on_outbox: Callable[[], None] = lambda: None, secrets: Secrets,
-                 policy: HostPolicy | None = None) -> None:
+                 policy: HostPolicy | None = None, discovery: DiscoveryService | None = None) -> None:
         self.config = config
         self.state = state
         self.keystore = keystore
         self.client = client
         self.deployers = Deployers(state, secrets, policy)
+        self.discovery = discovery
         self._keys = config.pinned_keys()
         self._clock = clock
         self._on_outbox = on_outbox
@@ -146,6 +150,9 @@ class Executor:
         if order.kind is OrderKind.CHECK_TARGET:
             await self._check_target(order)
             return
+        if order.kind in (OrderKind.SCAN, OrderKind.PROBE):
+            await self._discover(order)
+            return
         payload = order.payload
         row = self.state.order(order.id)
         assert row is not None
@@ -179,8 +186,11 @@ class Executor:
                                    fingerprint_sha256=certificate_fingerprint(leaf))
             kind = kind_of(payload.target)
             try:
-                outcome = await self.deployers.deploy(order.id, payload.target, deploy_bundle,
-                                                      server_name=payload.names[0])
+                # Under the discovery lock: the change watcher must not take a
+                # deployment's own writes for someone else's (drift).
+                async with self.discovery.lock if self.discovery else contextlib.nullcontext():
+                    outcome = await self.deployers.deploy(order.id, payload.target, deploy_bundle,
+                                                          server_name=payload.names[0])
             except DeployError as exc:
                 self._fail(order, exc.detail, deployment=wire.DeploymentFacts(
                     kind=kind, failed_step=exc.step, rolled_back=exc.rolled_back,
@@ -220,6 +230,27 @@ class Executor:
             result = wire.OrderResult(status="failed", detail=exc.detail[:8192], retryable=False)
         log.info("checked target %s: %s", payload.target_id, result.detail)
         self._finish(order, OrderEvent.CHECKED, result)
+
+    async def _discover(self, order: VerifiedOrder) -> None:
+        """Scan files or probe the network, and report what was found; the order's
+        result is a summary (the finds themselves went in discovery reports)."""
+        if self.discovery is None:
+            self._fail(order, "discovery is not set up on this agent", retryable=False)
+            return
+        try:
+            if order.kind is OrderKind.SCAN:
+                summary = await self.discovery.scan_files(order.id, order.payload.roots)
+            else:
+                summary = await self.discovery.probe_network(order.id, order.payload)
+        except DiscoveryRefused as exc:
+            self._fail(order, str(exc), retryable=False)
+            return
+        except (httpx.HTTPError, CoordinatorError) as exc:
+            # Nothing was recorded locally: the next scan sends the same delta again.
+            self._fail(order, f"the discovery report did not reach the coordinator: {exc}")
+            return
+        log.info("work order %s: %s", order.id, summary)
+        self._finish(order, OrderEvent.CHECKED, wire.OrderResult(status="succeeded", detail=summary[:8192]))
 
     @staticmethod
     def _check_certificate(bundle: wire.CertificateBundle, key, names: list[str]) -> str | None:

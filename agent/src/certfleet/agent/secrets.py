@@ -57,3 +57,10 @@ class Secrets:
         if name not in values:
             raise SecretError(f"the agent has no secret named {name!r} in {self.path}")
         return values[name]
+
+    def values_named(self, prefix: str) -> list[str]:
+        """Every secret whose name starts with ``prefix``; none if there is no secret
+        file (an agent without one simply has no such secrets)."""
+        if not self.path.exists():
+            return []
+        return [value for name, value in sorted(self._load().items()) if name.startswith(prefix)]

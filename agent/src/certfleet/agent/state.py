@@ -105,6 +105,20 @@ class AgentState:
                 {"order_id": str, "name": str, "existed": int, "content": bytes, "mode": int,
                  "uid": int, "gid": int},
                 pk=("order_id", "name"), if_not_exists=True)
+            # Discovery: the inventory as the coordinator last acknowledged it, and the
+            # per-file parse cache that lets a rescan skip files that did not change.
+            self.db["discovered"].create(
+                {"fingerprint": str, "path": str, "position": int, "record": str, "first_seen": int,
+                 "last_seen": int},
+                pk=("fingerprint", "path", "position"), if_not_exists=True)
+            self.db["discovery_files"].create(
+                {"path": str, "device": int, "inode": int, "size": int, "mtime_ns": int, "ctime_ns": int,
+                 "parsed": str},
+                pk="path", if_not_exists=True)
+            # What certfleet last put in each file it manages: the change watcher's
+            # reference, so a file replaced behind its back is reported as drift.
+            self.db["deployed_files"].create(
+                {"path": str, "sha256": str, "order_id": str, "at": int}, pk="path", if_not_exists=True)
 
     @contextmanager
     def atomic(self) -> Iterator[None]:
@@ -170,6 +184,16 @@ class AgentState:
     def forget_snapshots(self, order_id: str) -> None:
         self.db.execute("DELETE FROM snapshots WHERE order_id = ?", [order_id])
 
+    def record_deployed_files(self, order_id: str, digests: dict[str, str]) -> None:
+        """``digests``: path → SHA-256 of what the deployment left there."""
+        now = self.now()
+        self.db["deployed_files"].upsert_all(
+            [{"path": path, "sha256": digest, "order_id": order_id, "at": now} for path, digest in digests.items()],
+            pk="path")
+
+    def deployed_files(self) -> dict[str, str]:
+        return {row["path"]: row["sha256"] for row in self.db.query("SELECT path, sha256 FROM deployed_files")}
+
     def superseded_orders(self, order_id: str, certificate_id: str) -> list[str]:
         """Finished issue orders for ``certificate_id`` received before ``order_id``."""
         return [row["id"] for row in self.db.query(
@@ -210,3 +234,41 @@ class AgentState:
     def retry_later(self, outbox_id: int, attempts: int, delay: int, error: str) -> None:
         self.db["outbox"].update(outbox_id, {"attempts": attempts, "next_attempt_at": self.now() + delay,
                                              "last_error": error[:2000]})
+
+    # --- discovery ----------------------------------------------------------------------
+
+    def discovered(self) -> list[dict[str, Any]]:
+        """The acknowledged inventory: one row per (fingerprint, path, position)."""
+        return list(self.db.query("SELECT fingerprint, path, position, record, first_seen, last_seen"
+                                  " FROM discovered ORDER BY path, position"))
+
+    def discovery_files(self) -> list[dict[str, Any]]:
+        return list(self.db.query("SELECT * FROM discovery_files"))
+
+    def save_discovery_files(self, files: list[dict[str, Any]], forget: list[str]) -> None:
+        with self.db.atomic():
+            self._save_discovery_files(files, forget)
+
+    def _save_discovery_files(self, files: list[dict[str, Any]], forget: list[str]) -> None:
+        if files:
+            self.db["discovery_files"].upsert_all(files, pk="path")
+        self.db.conn.executemany("DELETE FROM discovery_files WHERE path = ?", [(path,) for path in forget])
+
+    def apply_discovery(self, *, upserts: list[tuple[str, str, int, str]], removals: list[tuple[str, str, int]],
+                        seen: list[tuple[str, str, int]], files: list[dict[str, Any]], forget: list[str]) -> None:
+        """Apply an acknowledged inventory change in one transaction: ``upserts`` are
+        (fingerprint, path, position, record JSON), ``seen`` rows get ``last_seen`` now,
+        and the file cache is updated with it."""
+        now = self.now()
+        with self.db.atomic():
+            self.db.conn.executemany(
+                "INSERT INTO discovered (fingerprint, path, position, record, first_seen, last_seen)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (fingerprint, path, position)"
+                " DO UPDATE SET record = excluded.record, last_seen = excluded.last_seen",
+                [(*row, now, now) for row in upserts])
+            self.db.conn.executemany(
+                "DELETE FROM discovered WHERE fingerprint = ? AND path = ? AND position = ?", removals)
+            self.db.conn.executemany(
+                "UPDATE discovered SET last_seen = ? WHERE fingerprint = ? AND path = ? AND position = ?",
+                [(now, *key) for key in seen])
+            self._save_discovery_files(files, forget)

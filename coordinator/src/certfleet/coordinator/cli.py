@@ -119,6 +119,9 @@ def _parser() -> argparse.ArgumentParser:
     agents.add_parser("list")
     show_agent = agents.add_parser("show")
     show_agent.add_argument("agent_id")
+    retire_agent = agents.add_parser("retire", help="refuse the agent's identity from now on, cancel its work,"
+                                                    " stop renewing its certificates; the agent stops itself")
+    retire_agent.add_argument("agent_id")
 
     certificates = commands.add_parser("certificates", help="managed certificates").add_subparsers(
         dest="action", required=True)
@@ -166,6 +169,51 @@ def _parser() -> argparse.ArgumentParser:
     target_test = targets.add_parser("test", help="the agent runs the config test and reads the served certificate")
     target_test.add_argument("target")
     target_test.add_argument("--wait", type=duration, default=0, help="wait this long for the agent's answer")
+
+    discovery = commands.add_parser("discovery", help="certificates the agents found").add_subparsers(
+        dest="action", required=True)
+    found = discovery.add_parser("list", help="the inventory (finds still in place, unless --include-removed)")
+    found.add_argument("--status", choices=["unmanaged", "managed", "dismissed"])
+    found.add_argument("--agent")
+    found.add_argument("--source", choices=["filesystem", "network"])
+    found.add_argument("--issuer", help="part of the issuer's name, any case")
+    found.add_argument("--expires-within", type=int, metavar="DAYS")
+    found.add_argument("--expires-before", type=int, metavar="UNIX_TIME")
+    found.add_argument("--include-removed", action="store_true", help="also finds the agents reported gone")
+    found.add_argument("--after", type=int, default=0, help="the last id of the previous page")
+    found.add_argument("--limit", type=int, default=100)
+    discovery.add_parser("show").add_argument("discovery_id")
+    dismiss = discovery.add_parser("dismiss", help="the find needs no management; say why")
+    dismiss.add_argument("discovery_id")
+    dismiss.add_argument("--reason", required=True)
+    claim = discovery.add_parser("claim", help="manage the find: renewed (and deployed back) from now on")
+    claim.add_argument("discovery_id")
+    claim.add_argument("--profile", default="default")
+    claim.add_argument("--renewal-policy", help="a renewal policy name or id (default: two thirds, new key)")
+    claim.add_argument("--lifetime", type=duration, help="of renewed certificates (default: the found one's)")
+    claim.add_argument("--key-type", choices=[k.value for k in KeyType], help="default: like the found key")
+    claim.add_argument("--tag", action="append", default=[])
+    claim_target = claim.add_mutually_exclusive_group()
+    claim_target.add_argument("--target", help="an existing target of the agent (required for network finds)")
+    claim_target.add_argument("--kind", choices=KINDS, help="make a new target of this kind from --settings/--set")
+    claim.add_argument("--settings", type=_settings, default={}, help="the new target's settings (JSON or @FILE)")
+    claim.add_argument("--set", type=_setting, action="append", default=[], metavar="KEY=VALUE")
+    claim.add_argument("--target-name", help="name of the target the claim makes (default: discovered-ID)")
+    claim.add_argument("--key-path", help="where a file claimed in place gets its key (default: beside it)")
+    scan = discovery.add_parser("scan", help="ask an agent to scan its files now")
+    scan.add_argument("agent_id")
+    scan.add_argument("--root", action="append", default=[], help="only this directory (inside the agent's roots)")
+    probe = discovery.add_parser("probe", help="ask an agent to probe address ranges for TLS servers")
+    probe.add_argument("agent_id")
+    probe.add_argument("--range", action="append", required=True, dest="ranges", metavar="CIDR",
+                       help="repeatable; must lie inside the ranges the agent's operator allowed")
+    probe.add_argument("--port", action="append", type=int, required=True, dest="ports", help="repeatable")
+    probe.add_argument("--server-name", action="append", default=[], dest="server_names",
+                       help="also handshake with this SNI name (repeatable)")
+    probe.add_argument("--timeout", type=float, default=3.0, help="seconds per connection attempt")
+    probe.add_argument("--concurrency", type=int, default=64)
+    scans = discovery.add_parser("scans", help="recent scan and probe orders and how they went")
+    scans.add_argument("--agent")
 
     profiles = commands.add_parser("profiles", help="certificate profiles").add_subparsers(dest="action", required=True)
     profiles.add_parser("list")
@@ -347,7 +395,11 @@ async def _run_api(api: ApiClient, args: argparse.Namespace) -> Any:
             return result, None, f"enrollment token (shown once; {result.uses_left} use(s)):\n{result.token}"
         if action == "list":
             return await api.call("agents.list"), ["id", "name", "liveness", "last_seen_at"], None
-        return await api.call("agents.get", agent_id=args.agent_id), ["id", "name", "created_at", "last_seen_at"], None
+        if action == "retire":
+            return (await api.call("agents.retire", agent_id=args.agent_id),
+                    ["id", "name", "liveness", "retired_at"], None)
+        return (await api.call("agents.get", agent_id=args.agent_id),
+                ["id", "name", "liveness", "labels", "created_at", "last_seen_at", "retired_at"], None)
     if command == "certificates":
         if action == "create":
             target = None if args.target else wire.FileTarget(
@@ -392,6 +444,8 @@ async def _run_api(api: ApiClient, args: argparse.Namespace) -> Any:
             await trio.sleep(1)
             info = await api.call("targets.get", target_id=args.target)
         return info, ["name", "last_check_status", "last_check_detail"], None
+    if command == "discovery":
+        return await _discovery(api, args)
     if command == "profiles":
         columns = ["id", "name", "issuer_id", "version", "pending_approval"]
         if action == "list":
@@ -529,6 +583,52 @@ async def _run_api(api: ApiClient, args: argparse.Namespace) -> Any:
         return page.events, ["id", "at_ms", "actor_type", "actor_id", "action", "resource_type", "resource_id",
                              "outcome"], None
     raise SystemExit(f"certfleet: unknown command {command}")
+
+
+DISCOVERY_COLUMNS = ["id", "status", "agent_id", "source", "path", "subject", "not_after"]
+
+
+async def _discovery(api: ApiClient, args: argparse.Namespace) -> Any:
+    action = args.action
+    if action == "list":
+        query = {"status": args.status, "agent_id": args.agent, "source": args.source, "issuer": args.issuer,
+                 "expires_within_days": args.expires_within, "expires_before": args.expires_before,
+                 "include_removed": 1 if args.include_removed else None, "after": args.after, "limit": args.limit}
+        page = await api.call("discovery.list", query={k: v for k, v in query.items() if v is not None})
+        return page.certificates, DISCOVERY_COLUMNS, None
+    detail = DISCOVERY_COLUMNS + ["fingerprint_sha256", "issuer", "sans", "serial", "present", "first_seen",
+                                  "last_seen", "dismiss_reason", "managed_certificate_id", "claimed_certificate_id"]
+    if action == "show":
+        return await api.call("discovery.get", discovery_id=args.discovery_id), detail, None
+    scan_columns = ["order_id", "agent_id", "kind", "status", "detail"]
+    if action == "scan":
+        return (await api.call("discovery.scan", wire.DiscoveryScanRequest(agent_id=args.agent_id, roots=args.root)),
+                scan_columns, None)
+    if action == "probe":
+        return (await api.call("discovery.probe", wire.DiscoveryProbeRequest(
+            agent_id=args.agent_id, ranges=args.ranges, ports=args.ports, server_names=args.server_names,
+            timeout_seconds=args.timeout, concurrency=args.concurrency)), scan_columns, None)
+    if action == "scans":
+        return (await api.call("discovery.scans", query={"agent_id": args.agent} if args.agent else {}),
+                scan_columns, None)
+    if action == "dismiss":
+        return (await api.call("discovery.dismiss", wire.DiscoveryDismiss(reason=args.reason),
+                               discovery_id=args.discovery_id), detail, None)
+    target = None
+    if args.kind:
+        data = {**args.settings, **dict(args.set), "kind": args.kind}
+        try:
+            target = wire.decode(json.dumps(data).encode(), wire.Target)
+        except msgspec.ValidationError as exc:
+            raise SystemExit(f"certfleet: invalid {args.kind} target settings: {exc}") from None
+    elif args.settings or args.set:
+        raise SystemExit("certfleet: --settings and --set describe a new target: give its --kind")
+    body = wire.DiscoveryClaim(profile=args.profile, renewal_policy=args.renewal_policy,
+                               lifetime_seconds=args.lifetime, key_type=KeyType(args.key_type) if args.key_type else None,
+                               tags=args.tag, target_id=args.target, target=target, target_name=args.target_name,
+                               key_path=args.key_path)
+    return (await api.call("discovery.claim", body, discovery_id=args.discovery_id),
+            CERTIFICATE_COLUMNS + ["target_id", "renew_at"], None)
 
 
 async def _api(args: argparse.Namespace) -> int:

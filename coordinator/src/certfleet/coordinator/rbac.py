@@ -32,6 +32,9 @@ ALL_PERMISSIONS: frozenset[str] = frozenset(op.permission for op in OPERATIONS i
 _AGENT_PROTOCOL = frozenset(op.permission for op in OPERATIONS if op.auth is Auth.AGENT)
 _DESTRUCTIVE = frozenset(op.permission for op in OPERATIONS if op.destructive)
 _AUDIT = frozenset({"audit.read", "audit.export"})
+# An audit asks what certificates are in use, managed or not (PCI DSS v4.0 requirement
+# 4.2.1.1 wants an inventory of them), so auditors read the discovered ones.
+_INVENTORY = frozenset({"discovery.read"})
 # Administration of access and of PKI policy: not day-to-day lifecycle work.
 _ADMINISTRATION = frozenset(
     p for p in ALL_PERMISSIONS
@@ -48,7 +51,8 @@ BUILTIN_ROLES: Mapping[str, tuple[str, frozenset[str]]] = {
     "mcp": ("Operator without destructive operations, for AI assistants.", _OPERATOR - _DESTRUCTIVE),
     "cli": ("Operator plus management of the caller's own API keys.",
             _OPERATOR | {"auth.own-key.read", "auth.own-key.manage"}),
-    "auditor": ("Reads and exports the audit trail; nothing else.", _AUDIT),
+    "auditor": ("Reads and exports the audit trail and reads the inventory of discovered certificates;"
+                " nothing else.", _AUDIT | _INVENTORY),
 }
 
 

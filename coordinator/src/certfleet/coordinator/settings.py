@@ -37,6 +37,9 @@ class Settings:
     that drive time by hand run the rounds themselves)."""
     cors_origins: tuple[str, ...] = ()
     """Browser origins allowed to call the API cross-origin; none by default."""
+    discovery_scan_interval: int | None = 86400
+    """Seconds between each agent's scheduled filesystem scans; 0 or ``None``: only
+    scans asked for by hand (``certfleet discovery scan``)."""
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -48,6 +51,7 @@ class Settings:
             "public_url": os.environ.get("CERTFLEET_PUBLIC_URL") or None,
             "pki_listen": os.environ.get("CERTFLEET_PKI_LISTEN") or None,
             "pki_public_url": os.environ.get("CERTFLEET_PKI_PUBLIC_URL") or None,
+            "discovery_scan_interval": int(os.environ.get("CERTFLEET_DISCOVERY_SCAN_INTERVAL") or 86400),
             "cors_origins": tuple(o.strip() for o in os.environ.get("CERTFLEET_CORS_ORIGINS", "").split(",")
                                   if o.strip()),
         }

@@ -161,6 +161,10 @@ OPERATIONS: tuple[Operation, ...] = (
               "List enrolled agents.", output=list[wire.AgentInfo]),
     Operation("agents.get", "GET", f"{API_BASE}/agents/{{agent_id}}", "agent.read", Auth.API_KEY,
               "Show one agent.", output=wire.AgentInfo),
+    Operation("agents.retire", "POST", f"{API_BASE}/agents/{{agent_id}}/retire", "agent.retire", Auth.API_KEY,
+              "Retire an agent: its identity is refused from now on, its work is cancelled, its"
+              " certificates are no longer renewed, and the agent stops when it next polls.",
+              output=wire.AgentInfo, destructive=True),
     # --- the CA hierarchy ---------------------------------------------------------------
     Operation("issuers.list", "GET", f"{API_BASE}/issuers", "issuer.read", Auth.API_KEY,
               "List issuers (local CAs).", output=list[wire.IssuerInfo]),
@@ -246,6 +250,32 @@ OPERATIONS: tuple[Operation, ...] = (
               query={"status": str}),
     Operation("notifications.requeue", "POST", f"{API_BASE}/notifications/{{notification_id}}/requeue",
               "notify.edit", Auth.API_KEY, "Send a dead-lettered delivery again.", output=wire.NotificationInfo),
+    # --- discovered certificates -------------------------------------------------------
+    Operation("discovery.list", "GET", f"{API_BASE}/discovered-certificates", "discovery.read", Auth.API_KEY,
+              "Certificates the agents found on their hosts and networks, filtered, with keyset pagination"
+              " (after, limit); only present ones unless include_removed=1.", output=wire.DiscoveryPage,
+              query={"status": str, "agent_id": str, "source": str, "issuer": str, "expires_before": int,
+                     "expires_within_days": int, "include_removed": int, "after": int, "limit": int}),
+    Operation("discovery.get", "GET", f"{API_BASE}/discovered-certificates/{{discovery_id}}", "discovery.read",
+              Auth.API_KEY, "Show one discovered certificate.", output=wire.DiscoveredCertificateInfo),
+    Operation("discovery.dismiss", "POST", f"{API_BASE}/discovered-certificates/{{discovery_id}}/dismiss",
+              "discovery.triage", Auth.API_KEY, "Mark an unmanaged find as needing nothing, with a reason;"
+              " it no longer raises expiry alerts.", input=wire.DiscoveryDismiss,
+              output=wire.DiscoveredCertificateInfo),
+    Operation("discovery.claim", "POST", f"{API_BASE}/discovered-certificates/{{discovery_id}}/claim",
+              "discovery.triage", Auth.API_KEY, "Bring a find under management: a managed certificate bound to"
+              " its agent, renewed (and deployed back) when its renewal time comes.", input=wire.DiscoveryClaim,
+              output=wire.CertificateInfo, status=201),
+    Operation("discovery.scan", "POST", f"{API_BASE}/discovery/scans", "discovery.scan", Auth.API_KEY,
+              "Ask an agent to scan its files for certificates now (agents are also scanned daily).",
+              input=wire.DiscoveryScanRequest, output=wire.DiscoveryScanInfo, status=202),
+    Operation("discovery.probe", "POST", f"{API_BASE}/discovery/probes", "discovery.scan", Auth.API_KEY,
+              "Ask an agent to probe address ranges × ports for TLS servers and report what they serve;"
+              " the agent probes only inside the ranges its operator allowed it.",
+              input=wire.DiscoveryProbeRequest, output=wire.DiscoveryScanInfo, status=202),
+    Operation("discovery.scans", "GET", f"{API_BASE}/discovery/scans", "discovery.read", Auth.API_KEY,
+              "Recent scan and probe orders, newest first, with the agents' summaries.",
+              output=list[wire.DiscoveryScanInfo], query={"agent_id": str, "limit": int}),
     Operation("approvals.list", "GET", f"{API_BASE}/approvals", "approval.read", Auth.API_KEY,
               "Requests waiting for (or decided by) a second person.", output=list[wire.ApprovalInfo],
               query={"status": str}),
@@ -267,6 +297,9 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("agent.report", "POST", f"{API_BASE}/agent/reports", "agent.report", Auth.AGENT,
               "Report an event, such as a refused work order.",
               input=wire.AgentReport, output=wire.ResultAck),
+    Operation("agent.discoveries", "POST", f"{API_BASE}/agent/discoveries", "agent.discovery.report",
+              Auth.AGENT, "Report certificates found on the host or its network, and finds that are gone"
+              " (idempotent).", input=wire.DiscoveryReport, output=wire.DiscoveryReceipt),
     Operation("agent.certificate", "GET", f"{API_BASE}/agent/certificates/{{certificate_id}}",
               "agent.certificate.read", Auth.AGENT, "Show a certificate bound to the calling agent.",
               output=wire.CertificateInfo),

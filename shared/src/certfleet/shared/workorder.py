@@ -5,7 +5,8 @@ A work order is a JWT (RFC 7519) signed with the coordinator's Ed25519 work-orde
 
 * ``iss`` ``certfleet``; ``aud`` the agent id; ``jti`` the order id;
 * ``iat``/``nbf``/``exp``: when it may be executed;
-* ``kind``: what to do (``issue``); ``order``: the kind's parameters.
+* ``kind``: what to do (``issue``, ``check-target``, ``scan``, ``probe``); ``order``: the
+  kind's parameters.
 
 The agent pins the work-order public key(s) at enrollment and refuses anything it
 cannot verify, anything addressed to another agent, anything expired, and anything it
@@ -22,7 +23,7 @@ import msgspec
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from . import jws
-from .wire import CheckTargetOrder, IssueOrder
+from .wire import CheckTargetOrder, IssueOrder, ProbeOrder, ScanOrder
 
 __all__ = [
     "ISSUER",
@@ -42,11 +43,15 @@ TOKEN_TYPE = "certfleet-order+jwt"
 class OrderKind(enum.StrEnum):
     ISSUE = "issue"
     CHECK_TARGET = "check-target"
+    SCAN = "scan"
+    PROBE = "probe"
 
 
 _PAYLOAD_TYPES: dict[OrderKind, type[msgspec.Struct]] = {
     OrderKind.ISSUE: IssueOrder,
     OrderKind.CHECK_TARGET: CheckTargetOrder,
+    OrderKind.SCAN: ScanOrder,
+    OrderKind.PROBE: ProbeOrder,
 }
 
 
@@ -137,7 +142,9 @@ def verify_work_order(
         raise WorkOrderRefused("kind", f"unknown order kind {claims.get('kind')!r}", order_id) from exc
     try:
         payload = msgspec.convert(claims.get("order"), _PAYLOAD_TYPES[kind])
-        payload.target.validate()
+        target = getattr(payload, "target", None)
+        if target is not None:
+            target.validate()
     except msgspec.ValidationError as exc:
         raise WorkOrderRefused("payload", f"order payload is invalid: {exc}", order_id) from exc
     return VerifiedOrder(

@@ -22,14 +22,17 @@ from .. import errors, notify
 from ..core import Call, CoordinatorBase, new_id
 from ..lifecycle.jobs import retry_delay
 from ..metrics import liveness
-from ..storage import Agents, Certificates, Notifications, Tx
+from ..storage import Agents, Certificates, DiscoveredCertificates, Notifications, Tx
 
-__all__ = ["EXPIRY_THRESHOLDS", "NotificationOperations"]
+__all__ = ["EXPIRY_THRESHOLDS", "UNMANAGED_EXPIRY_THRESHOLDS", "NotificationOperations"]
 
 MAX_DELIVERY_ATTEMPTS = 6
 EXPIRY_THRESHOLDS = ((0.25, "warning"), (0.10, "critical"))
 """Fractions of the lifetime left at which an unrenewed certificate notifies: the
 same rule works for a one-hour and a 398-day certificate."""
+UNMANAGED_EXPIRY_THRESHOLDS = ((30 * 86400, "warning"), (7 * 86400, "critical"))
+"""Time left at which a discovered certificate nobody manages notifies. Nothing says
+when its owner renews it, so these are plain durations rather than fractions."""
 _RANK = {severity: rank for rank, severity in enumerate(notify.SEVERITIES)}
 _rng = random.SystemRandom()
 
@@ -103,8 +106,9 @@ class NotificationOperations(CoordinatorBase):
         return counts
 
     async def scan_for_alerts(self) -> int:
-        """Expiry thresholds of unrenewed certificates, and offline agents whose
-        certificates near expiry. Deduplicated, so running it often is cheap."""
+        """Expiry thresholds of unrenewed certificates, offline agents whose
+        certificates near expiry, and unmanaged discovered certificates near expiry.
+        Deduplicated, so running it often is cheap."""
         now = self.now()
 
         def scan(tx: Tx) -> int:
@@ -132,9 +136,32 @@ class NotificationOperations(CoordinatorBase):
                                 " certificate(s) nearing expiry",
                         dedup_key=f"offline:{agent['id']}:{agent['last_seen_at']}",
                         details={"last_seen_at": agent["last_seen_at"]})
-            return queued
+            return queued + self._alert_unmanaged_expiring(tx, now)
 
         return await self.database.transact(scan)
+
+    def _alert_unmanaged_expiring(self, tx: Tx, now: int) -> int:
+        """One event per unmanaged certificate (by fingerprint, wherever it was found)
+        and threshold: the tightest threshold it has crossed, so a certificate first
+        found already close to expiry notifies once, not once per threshold."""
+        horizon = max(seconds for seconds, _ in UNMANAGED_EXPIRY_THRESHOLDS)
+        places: dict[str, list[dict[str, Any]]] = {}
+        for row in DiscoveredCertificates(tx).unmanaged_expiring(now + horizon):
+            places.setdefault(row["fingerprint_sha256"], []).append(row)
+        queued = 0
+        for fingerprint, rows in places.items():
+            first, left = rows[0], rows[0]["not_after"] - now
+            seconds, severity = min((t for t in UNMANAGED_EXPIRY_THRESHOLDS if left <= t[0]), key=lambda t: t[0])
+            when = (f"expires in {left // 86400} days" if left >= 86400 else
+                    f"expires in {left // 3600} hours" if left > 0 else "has expired")
+            queued += self.emit(
+                tx, kind="discovery.unmanaged-expiring", severity=severity,
+                subject=f"discovered-certificate:{first['id']}",
+                summary=f"unmanaged certificate {first['subject']} {when}, found at {len(rows)} location(s)",
+                dedup_key=f"unmanaged-expiring:{fingerprint}:{seconds}",
+                details={"fingerprint_sha256": fingerprint, "not_after": first["not_after"], "issuer": first["issuer"],
+                         "locations": ", ".join(f"{r['agent_id']}:{r['path']}" for r in rows[:20])})
+        return queued
 
     # --- operators --------------------------------------------------------------------------
 
