@@ -76,47 +76,70 @@ if [ ! -d /run/systemd/system ]; then
 fi
 # Identical to systemd/certfleet-coordinator.service: this script may arrive alone.
 cat >/etc/systemd/system/certfleet-coordinator.service <<'UNIT'
+# certfleet coordinator: local CA, work-order signer and API, as user `certfleet`.
+# Install: /etc/systemd/system/certfleet-coordinator.service. Change settings with
+# `systemctl edit certfleet-coordinator` (a drop-in) rather than editing this file.
+# Every directive is explained in docs/reference/service-units.md.
+
 [Unit]
 Description=certfleet coordinator (local CA, work-order signer, API)
+# Listening needs the network; with PostgreSQL on the same host, start after it.
 After=network-online.target postgresql.service
 Wants=network-online.target
 
 [Service]
 Type=simple
+# A system account that cannot log in; it owns the data directory.
 User=certfleet
 Group=certfleet
 # Operators set the listen address: 0.0.0.0 serves the fleet, 127.0.0.1 only this host.
-# Override with `systemctl edit certfleet-coordinator` rather than editing this file.
 ExecStart=/usr/local/bin/certfleet serve --listen 0.0.0.0:8443
 Environment=CERTFLEET_DATA_DIR=/var/lib/certfleet
-# Optional settings and secrets, e.g. CERTFLEET_DATABASE_URL, CERTFLEET_MASTER_KEY.
+# Optional settings and secrets, e.g. CERTFLEET_DATABASE_URL, CERTFLEET_MASTER_KEY;
+# read by systemd as root, so the file can stay 0600 root.
 EnvironmentFile=-/etc/certfleet/coordinator.env
-StateDirectory=certfleet
-StateDirectoryMode=0700
-UMask=0077
+# On SIGTERM the server stops accepting connections and gives requests in flight 5 s
+# (graceful_timeout); 30 s is ample before systemd resorts to SIGKILL.
+TimeoutStopSec=30
+# Restart after a crash, not after a clean stop.
 Restart=on-failure
 RestartSec=5
+# /var/lib/certfleet, created 0700 and owned by User=: CA keys, TLS, SQLite, wheels.
+StateDirectory=certfleet
+StateDirectoryMode=0700
+# Keys, database and logs are created readable by their owner only.
+UMask=0077
 
-# Least privilege. To bind a port below 1024, set both
+# Least privilege: the coordinator only serves HTTPS and writes its data directory.
+# No capabilities at all. To bind a port below 1024, set both
 # CapabilityBoundingSet=CAP_NET_BIND_SERVICE and AmbientCapabilities=CAP_NET_BIND_SERVICE.
 CapabilityBoundingSet=
 AmbientCapabilities=
+# No privilege gain through setuid binaries or file capabilities.
 NoNewPrivileges=yes
+# The whole file system read-only except StateDirectory= (and /dev, /proc, /sys).
 ProtectSystem=strict
+# No access to home directories.
 ProtectHome=yes
+# A private /tmp (pip builds the agent's wheels there for the one-liner).
 PrivateTmp=yes
+# No physical devices: only /dev/null, /dev/zero, /dev/urandom and the like.
 PrivateDevices=yes
+# Kernel tunables, modules, log, cgroups, clock and host name are off limits.
 ProtectKernelTunables=yes
 ProtectKernelModules=yes
 ProtectKernelLogs=yes
 ProtectControlGroups=yes
 ProtectClock=yes
 ProtectHostname=yes
+# IP for clients and PostgreSQL, Unix sockets for a local PostgreSQL and the journal.
 RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX
+# No new namespaces, realtime scheduling, setuid/setgid files or personality changes.
 RestrictNamespaces=yes
 RestrictRealtime=yes
 RestrictSUIDSGID=yes
 LockPersonality=yes
+# Only the native system call ABI, and only the calls an ordinary service makes.
 SystemCallArchitectures=native
 SystemCallFilter=@system-service
 # MemoryDenyWriteExecute stays off: cffi (used by cryptography and argon2-cffi) may

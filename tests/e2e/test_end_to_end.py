@@ -16,18 +16,6 @@ pytestmark = pytest.mark.e2e
 FILES = ("cert.pem", "chain.pem", "fullchain.pem", "privkey.pem")
 
 
-@pytest.fixture
-def fleet(tmp_path, database_url):
-    coordinator = Coordinator(tmp_path, database_url)
-    processes = []
-    try:
-        yield coordinator, AgentHost(tmp_path, coordinator), processes
-    finally:
-        for process in processes:
-            process.stop()
-        coordinator.process.stop()
-
-
 def _create(coordinator: Coordinator, agent: AgentHost, target: Path, *extra: str) -> str:
     created = coordinator.cli("certificates", "create", "--cn", "app.example.test", "--san", "127.0.0.1",
                               "--agent", agent.agent_id, "--target-dir", str(target), *extra)

@@ -28,6 +28,7 @@ from certfleet.shared.agent_token import AUTH_SCHEME
 from certfleet.shared.api import OPERATIONS, Auth, Operation
 
 from . import errors, storage
+from .agent_installer import AgentInstaller
 from .core import Call, RawResponse
 from .openapi import openapi_document
 from .principal import ANONYMOUS, Principal, RequestMeta
@@ -192,10 +193,38 @@ def _view(op: Operation, handler: Handler, coordinator: Coordinator, limiter: Au
     return view
 
 
+def _mount_installer(app: QuartTrio, installer: AgentInstaller) -> None:
+    """The agent one-liner's files (see :mod:`.agent_installer`): public, read-only,
+    and outside the operation catalogue, since they are files for ``curl`` and
+    ``pip`` rather than API operations."""
+
+    def view(produce: Callable[..., Awaitable[RawResponse]]) -> Callable[..., Awaitable[Response]]:
+        async def serve(**params: str) -> Response:
+            try:
+                result = await produce(**params)
+            except errors.CertfleetError as exc:
+                return _problem(exc)
+            return Response(result.body, status=result.status, content_type=result.content_type,
+                            headers=result.headers)
+
+        return serve
+
+    async def script() -> RawResponse:
+        return await installer.script(f"{request.scheme}://{request.host}")
+
+    routes = [("/install/agent.sh", "install.agent-script", script),
+              ("/install/wheels/", "install.wheel-index", installer.wheel_index),
+              ("/install/wheels/<name>", "install.wheel", installer.wheel)]
+    for path, endpoint, produce in routes:
+        app.add_url_rule(path, endpoint=endpoint, view_func=view(produce), methods=["GET"],
+                         provide_automatic_options=False)
+
+
 def create_app(coordinator: Coordinator, *, cors_origins: tuple[str, ...] = (),
-               plain_http: bool = False) -> QuartTrio:
+               plain_http: bool = False, installer: AgentInstaller | None = None) -> QuartTrio:
     """The API application; with ``plain_http`` only the operations relying parties
-    fetch over plain HTTP (CRL, OCSP, CA certificates)."""
+    fetch over plain HTTP (CRL, OCSP, CA certificates). ``installer`` adds the agent
+    one-liner's files under ``/install/`` (HTTPS only)."""
     app = QuartTrio(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["BODY_TIMEOUT"] = 30
@@ -213,6 +242,8 @@ def create_app(coordinator: Coordinator, *, cors_origins: tuple[str, ...] = (),
         path = re.sub(r"\{([a-z_]+):path\}", r"<path:\1>", op.path).replace("{", "<").replace("}", ">")
         app.add_url_rule(path, endpoint=op.name, view_func=_view(op, handler, coordinator, limiter),
                          methods=[op.method], provide_automatic_options=False)
+    if installer is not None and not plain_http:
+        _mount_installer(app, installer)
 
     @app.before_request
     async def cross_origin_preflight() -> Response | None:

@@ -30,7 +30,9 @@ COVERED: dict[str, tuple[str, tuple[str, ...]]] = {
     "api_keys": ("id", ("id", "secret_hash", "user_id", "expires_at", "revoked_at")),
     "grants": ("id", ("id", "principal_type", "principal_id", "role", "scope_type", "scope_id", "expires_at")),
     "roles": ("name", ("name", "permissions")),
-    "agents": ("id", ("id", "public_key")),
+    # Retirement is covered: clearing retired_at in the database breaks the seal, so a
+    # retired identity cannot be brought back that way.
+    "agents": ("id", ("id", "public_key", "retired_at")),
     # Target settings become commands an agent runs (as root, often): a forged row must
     # not reach a signed work order.
     "targets": ("id", ("id", "name", "agent_id", "kind", "settings")),

@@ -14,6 +14,9 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
+from certfleet.shared.pki import certificate_fingerprint
+
+from .agent_installer import AgentInstaller, checkout_root
 from .http import create_app
 from .initialize import announce_bootstrap_token, ensure_tls, initialize
 from .leadership import Leadership
@@ -60,6 +63,7 @@ async def _maintenance(coordinator: Coordinator, leadership: Leadership, interva
                     await coordinator.expire_pending_approvals()
                     await coordinator.finish_drained_retirements()
                     await coordinator.start_due_renewals()
+                    await coordinator.queue_scheduled_scans()
                     await coordinator.advance_jobs()
                     await coordinator.scan_for_alerts()
                     await coordinator.deliver_notifications()
@@ -89,6 +93,7 @@ async def run_coordinator(
             announce_bootstrap_token(keys.bootstrap_token)
         cert_path, key_path = ensure_tls(settings, keys, now)
         coordinator = Coordinator(database, keys, work_order_ttl=settings.work_order_ttl)
+        coordinator.scan_interval = settings.discovery_scan_interval
         config = TLS13Config()
         config.bind = [settings.listen]
         # HTTP/1.1 only: nothing here needs HTTP/2, and hypercorn's HTTP/2 stream
@@ -124,9 +129,11 @@ async def run_coordinator(
                         serve, create_app(coordinator, plain_http=True), pki_config, shutdown_trigger=trigger))
                     coordinator.pki_url = settings.pki_public_url or pki_binds[0]
                     log.info("PKI endpoints (CRL, OCSP, CA certificates) also on %s", pki_binds[0])
+                installer = AgentInstaller(settings.data_dir, ca_fingerprint=certificate_fingerprint(keys.root),
+                                           checkout=checkout_root(), public_url=settings.public_url)
                 binds = await servers.start(functools.partial(
-                    serve, create_app(coordinator, cors_origins=settings.cors_origins), config,
-                    shutdown_trigger=trigger))
+                    serve, create_app(coordinator, cors_origins=settings.cors_origins, installer=installer),
+                    config, shutdown_trigger=trigger))
                 url = binds[0]
                 coordinator.public_url = settings.public_url or url
                 log.info("coordinator listening on %s", url)

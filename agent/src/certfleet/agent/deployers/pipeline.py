@@ -41,7 +41,7 @@ from ..failpoints import failpoint
 from ..files import TEMP_MARKER, fsync_directory, write_temp
 from ..state import AgentState, Snapshot
 from ..verify import verify_served
-from .base import Bundle, DeployError, DeployOutcome
+from .base import Bundle, DeployError, DeployOutcome, is_cancellation
 
 __all__ = ["MasterSocketReload", "Pipeline", "Plan", "PlannedFile"]
 
@@ -288,6 +288,7 @@ class Pipeline:
                                 if not self._is_current(plan, f, snapshots[str(f.path)]))
                 if not changed:
                     log.info("%s target already holds this certificate: nothing written, no reload", plan.kind)
+                    self._remember(order_id, plan)
                     return DeployOutcome((), False, bundle.fingerprint_sha256)
                 differing = {f.path: f.content for f in plan.files if read_nofollow(f.path) != f.content}
                 self._install(differing, snapshots,
@@ -297,34 +298,56 @@ class Pipeline:
                 raise DeployError(f"cannot write the {plan.kind} files: {exc}; {outcome}", step="write",
                                   rolled_back=bool(snapshots)) from exc
 
-            if plan.test:
-                tested = await run_argv(plan.test)
-                if not tested.ok:
-                    log.warning("config test failed (%s); restoring the previous files", tested.describe())
-                    outcome = await self._roll_back(snapshots, plan, reload=False, after_failed_test=True)
-                    raise DeployError(f"config test failed: {tested.describe()}; {outcome}",
-                                      step="config-test", rolled_back=True)
+            reloading = False
+            try:
+                if plan.test:
+                    tested = await run_argv(plan.test)
+                    if not tested.ok:
+                        log.warning("config test failed (%s); restoring the previous files", tested.describe())
+                        outcome = await self._roll_back(snapshots, plan, reload=False, after_failed_test=True)
+                        raise DeployError(f"config test failed: {tested.describe()}; {outcome}",
+                                          step="config-test", rolled_back=True)
 
-            reloaded = False
-            if plan.reload:
-                result = await run_reload(plan.reload)
-                if not result.ok:
-                    log.warning("reload failed (%s); restoring the previous files", result.describe())
-                    outcome = await self._roll_back(snapshots, plan, reload=True)
-                    raise DeployError(f"reload failed: {result.describe()}; {outcome}", step="reload",
-                                      rolled_back=True)
-                reloaded = True
+                reloaded = False
+                if plan.reload:
+                    reloading = True
+                    result = await run_reload(plan.reload)
+                    if not result.ok:
+                        log.warning("reload failed (%s); restoring the previous files", result.describe())
+                        outcome = await self._roll_back(snapshots, plan, reload=True)
+                        raise DeployError(f"reload failed: {result.describe()}; {outcome}", step="reload",
+                                          rolled_back=True)
+                    reloaded = True
 
-            served = None
-            if plan.verify:
-                check = await verify_served(plan.verify, expected=bundle.fingerprint_sha256, default_name=server_name)
-                served = check.fingerprint
-                if not check.matched:
-                    outcome = await self._roll_back(snapshots, plan, reload=True)
-                    raise DeployError(f"verification failed: {check.detail}; {outcome}", step="verify",
-                                      rolled_back=True, served_fingerprint=served)
-            log.info("deployed %s (%s)%s", plan.kind, ", ".join(changed), "; reloaded" if reloaded else "")
-            return DeployOutcome(changed, reloaded, bundle.fingerprint_sha256, served)
+                served = None
+                if plan.verify:
+                    check = await verify_served(plan.verify, expected=bundle.fingerprint_sha256, default_name=server_name)
+                    served = check.fingerprint
+                    if not check.matched:
+                        outcome = await self._roll_back(snapshots, plan, reload=True)
+                        raise DeployError(f"verification failed: {check.detail}; {outcome}", step="verify",
+                                          rolled_back=True, served_fingerprint=served)
+                log.info("deployed %s (%s)%s", plan.kind, ", ".join(changed), "; reloaded" if reloaded else "")
+                self._remember(order_id, plan)
+                return DeployOutcome(changed, reloaded, bundle.fingerprint_sha256, served)
+            except BaseException as exc:
+                if not is_cancellation(exc):
+                    raise
+                # Stopped past its deadline (SIGTERM): the new files were not seen
+                # through, so the previous ones go back before the agent exits. The
+                # order stays unfinished in the agent's state and runs again at start.
+                log.warning("%s deployment cancelled; restoring the previous files", plan.kind)
+                await self._roll_back(snapshots, plan, reload=reloading)
+                raise
+
+    def _remember(self, order_id: str, plan: Plan) -> None:
+        """Record what each managed file now holds (the drift reference)."""
+        digests = {}
+        for planned in plan.files:
+            content = read_nofollow(planned.path)
+            if content is not None:
+                digests[str(planned.path)] = _sha256(content)
+        self.state.record_deployed_files(order_id, digests)
 
     async def roll_back_order(self, order_id: str, plan: Plan) -> str:
         """Put back the files as they were before ``order_id`` ran (an operator's
@@ -333,4 +356,6 @@ class Pipeline:
         if existing is None:
             raise DeployError(f"work order {order_id} left no snapshot", step="prepare")
         async with _locks.setdefault(plan.lock_key, trio.Lock()):
-            return await self._roll_back({s.name: s for s in existing}, plan, reload=True)
+            outcome = await self._roll_back({s.name: s for s in existing}, plan, reload=True)
+            self._remember(order_id, plan)
+            return outcome

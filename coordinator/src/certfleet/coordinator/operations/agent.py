@@ -47,7 +47,12 @@ class AgentOperations(CoordinatorBase):
         wait = max(0, min(int(call.query.get("wait") or 0), MAX_POLL_WAIT))
         deadline = trio.current_time() + wait
 
+        woken = False
+
         def take(tx: Tx) -> list[dict[str, Any]]:
+            if woken and Agents(tx).get(agent_id)["retired_at"] is not None:
+                # Retired while this poll waited: say so now rather than at the next poll.
+                raise errors.Gone("this agent was retired", slug="agent-retired")
             orders = WorkOrders(tx)
             rows = orders.deliverable(agent_id, self.now())
             orders.mark_dispatched([row["id"] for row in rows], self.now())
@@ -69,6 +74,7 @@ class AgentOperations(CoordinatorBase):
                 await event.wait()
             if not event.is_set():
                 return wire.WorkBatch(orders=[])
+            woken = True
 
     async def wake_polls_for_queued_orders(self, interval: float = POLL_RECHECK) -> None:
         """Wake the long polls waiting here whose agent has a queued order this process
@@ -162,6 +168,12 @@ class AgentOperations(CoordinatorBase):
             if order["status"] not in WorkOrders.ACTIVE:
                 raise errors.Conflict(f"work order is already {order['status']}", slug="order-complete")
             orders.set_status(order_id, body.status, now, body.detail)
+            if order["kind"] in (OrderKind.SCAN, OrderKind.PROBE):
+                # The finds came in discovery reports; the result is the agent's summary.
+                self.record(tx, call, resource_type="work-order", resource_id=order_id,
+                            outcome="success" if body.status == "succeeded" else "failed",
+                            details={"kind": order["kind"], "detail": body.detail[:512]})
+                return order["kind"]
             if order["kind"] == OrderKind.CHECK_TARGET:
                 self.record_check(tx, order["target_id"], body)
                 self.record(tx, call, resource_type="work-order", resource_id=order_id,
@@ -220,8 +232,18 @@ class AgentOperations(CoordinatorBase):
                 job = self.job_for_order(tx, order["id"])
                 if job is not None and job["state"] not in TERMINAL:
                     self.job_attempt_failed(tx, call, job, detail)
-            self.record(tx, call, resource_type="work-order", resource_id=body.order_id or "-",
-                        details={"event": body.event, "reason": body.reason})
+            if body.event == "certificate-drift":
+                # A deployed file was replaced behind certfleet's back: the next renewal
+                # would overwrite it, and until then the host may serve something else.
+                digest = hashlib.sha256(body.detail.encode()).hexdigest()[:32]
+                self.emit(tx, kind="certificate.drift", severity="warning", subject=f"agent:{agent_id}",
+                          summary=f"a file certfleet deployed was changed on agent {agent_id}: {body.detail}",
+                          dedup_key=f"drift:{agent_id}:{digest}", details={"detail": body.detail})
+                self.record(tx, call, resource_type="agent", resource_id=agent_id,
+                            details={"event": body.event, "reason": body.reason})
+            else:
+                self.record(tx, call, resource_type="work-order", resource_id=body.order_id or "-",
+                            details={"event": body.event, "reason": body.reason})
 
         await self.database.transact(record)
         return wire.ResultAck(accepted=True)

@@ -1,4 +1,4 @@
-"""Agents: enrollment tokens, enrollment, listing."""
+"""Agents: enrollment tokens, enrollment, listing, retirement."""
 
 from __future__ import annotations
 
@@ -8,21 +8,25 @@ from typing import Any
 from certfleet.shared import jws, wire
 
 from .. import credentials, errors
-from ..core import Call, CoordinatorBase, new_id
+from ..core import Call, new_id
+from ..lifecycle.jobs import TERMINAL, JobEvent
 from ..metrics import liveness
 from ..rbac import GLOBAL
-from ..storage import Agents, EnrollmentTokens, Grants, Tx
+from ..storage import Agents, EnrollmentTokens, Grants, Tx, WorkOrders
+from .jobs import JobOperations
 
 __all__ = ["FleetOperations", "agent_info"]
 
 
 def agent_info(row: dict[str, Any], now: int) -> wire.AgentInfo:
+    retired = row["retired_at"] is not None
     return wire.AgentInfo(id=row["id"], name=row["name"], created_at=row["created_at"],
                           last_seen_at=row["last_seen_at"], labels=json.loads(row["labels"]),
-                          liveness=liveness(row["last_seen_at"], now))
+                          liveness="retired" if retired else liveness(row["last_seen_at"], now),
+                          retired_at=row["retired_at"])
 
 
-class FleetOperations(CoordinatorBase):
+class FleetOperations(JobOperations):
     async def agents_enrollment_token_create(self, call: Call) -> wire.EnrollmentTokenInfo:
         body: wire.EnrollmentTokenCreate = call.body
         minted = credentials.mint(credentials.ENROLLMENT)
@@ -87,3 +91,44 @@ class FleetOperations(CoordinatorBase):
 
     async def agents_get(self, call: Call) -> wire.AgentInfo:
         return agent_info(await self.database.transact(lambda tx: Agents(tx).get(call.params["agent_id"])), self.now())
+
+    async def agents_retire(self, call: Call) -> wire.AgentInfo:
+        """Retire a host from the fleet: its identity key is refused from now on (the
+        agent, told so at its next poll, stops and does not restart), open jobs on its
+        certificates are cancelled with their orders, other orders for it are
+        withdrawn, and its certificates leave the renewal schedule."""
+        agent_id = call.params["agent_id"]
+        now = self.now()
+
+        def retire(tx: Tx) -> tuple[dict[str, Any], dict[str, int]]:
+            agents = Agents(tx)
+            agent = agents.get(agent_id)
+            if agent["retired_at"] is not None:
+                raise errors.Conflict("the agent is already retired", slug="agent-retired")
+            agents.retire(agent_id, now)
+            self.integrity.seal(tx, "agents", agent_id)
+            cancelled_jobs = 0
+            for job in tx.all("SELECT j.* FROM jobs j JOIN certificates c ON c.id = j.certificate_id"
+                              " WHERE c.agent_id = ?", (agent_id,)):
+                if job["state"] in TERMINAL:
+                    continue
+                self._withdraw_order(tx, job, "the agent was retired")
+                self.job_event(tx, call, job, JobEvent.CANCELLED, "the agent was retired")
+                cancelled_jobs += 1
+            withdrawn = 0
+            orders = WorkOrders(tx)
+            for order in tx.all("SELECT id, status FROM work_orders WHERE agent_id = ?", (agent_id,)):
+                if order["status"] in WorkOrders.ACTIVE:
+                    orders.set_status(order["id"], "cancelled", now, "the agent was retired")
+                    withdrawn += 1
+            unscheduled = tx.execute("UPDATE certificates SET renew_at = NULL WHERE agent_id = ?"
+                                     " AND renew_at IS NOT NULL", (agent_id,))
+            counts = {"jobs_cancelled": cancelled_jobs, "orders_withdrawn": withdrawn,
+                      "certificates_unscheduled": unscheduled}
+            self.record(tx, call, resource_type="agent", resource_id=agent_id,
+                        details={"name": agent["name"], **counts})
+            return agents.get(agent_id), counts
+
+        row, _ = await self.database.transact(retire)
+        self.wake(agent_id)  # a waiting long poll returns now; the next one is refused
+        return agent_info(row, now)
