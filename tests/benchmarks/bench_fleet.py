@@ -370,7 +370,8 @@ async def _run_storm(ctx: BenchContext, backend: str, section: Section, coordina
         "the coordinator's own scheduler then started the renewals, woke the agents' long polls, and the agents "
         "answered with new keys and real CSRs and reported the deployment.",
         f"Storm: coordinator at {meter.cores:.2f} cores on average, peak RSS {peak_rss / 2**20:.0f} MiB; "
-        f"the scheduler starts at most 500 renewals per round (one round a second). Progress: "
+        f"the scheduler starts every due renewal in one maintenance round, in transactions of 200, waking each "
+        f"batch's agents as it commits. Progress: "
         + "; ".join(progress[:12]) + ".",
         f"Storm duplicates (must all be 0): {duplicates}. Failed agent requests during the storm: "
         f"{dict(errors) or 'none'}.",

@@ -84,6 +84,8 @@ class CoordinatorBase:
         self.work_order_ttl = work_order_ttl
         self._clock = clock
         self._wakeups: dict[str, trio.Event] = {}
+        self._ocsp_responders: dict[str, tuple[tuple[str, bytes], Any]] = {}
+        """issuer id → (the rows it was built from, the unsealed OCSP responder)."""
         self._root_pem = keys.root.public_bytes(serialization.Encoding.PEM).decode()
         self.authorities = Authorities(keys.master)
         self.integrity = RowIntegrity(keys.master)
@@ -180,6 +182,9 @@ class CoordinatorBase:
                 claims = agent_token.verify_request_token(token, key_for=key_for, method=method, path=path, now=now)
             except jws.TokenError as exc:
                 raise errors.Unauthorized(f"agent token refused: {exc.detail}", slug="invalid-agent-token") from exc
+            if found["retired_at"] is not None:
+                # Only the agent's own key gets this far: it alone learns it was retired.
+                raise errors.Gone("this agent was retired", slug="agent-retired")
             if not agents.use_token_id(found["id"], claims["jti"], int(claims["exp"]), now):
                 raise errors.Unauthorized("agent token was already used", slug="agent-token-replayed")
             agents.seen(found["id"], now)

@@ -95,11 +95,19 @@ class PkiOperations(CoordinatorBase):
                                                                  context=f"ocsp-responder:{issuer['id']}"),
                                 not_after=int(certificate.not_valid_after_utc.timestamp()))
             return ocsp.Responder(authority.certificate, certificate, key)
+        # Unsealing and parsing the key cost more than answering: keep the responder
+        # for as long as its row is the same (another coordinator may rotate it).
+        cached = self._ocsp_responders.get(issuer["id"])
+        if cached is not None and cached[0] == (row["certificate_pem"], authority.certificate_pem):
+            return cached[1]
         from certfleet.shared.pki import load_private_key
 
         key = load_private_key(self.keys.master.open(row["sealed_key"], context=f"ocsp-responder:{issuer['id']}"))
-        return ocsp.Responder(authority.certificate, x509.load_pem_x509_certificate(row["certificate_pem"].encode()),
-                              key)  # type: ignore[arg-type]
+        responder = ocsp.Responder(authority.certificate,
+                                   x509.load_pem_x509_certificate(row["certificate_pem"].encode()),
+                                   key)  # type: ignore[arg-type]
+        self._ocsp_responders[issuer["id"]] = ((row["certificate_pem"], authority.certificate_pem), responder)
+        return responder
 
     async def _answer(self, issuer_name: str, der: bytes) -> RawResponse:
         request = ocsp.parse_request(der)
