@@ -199,7 +199,7 @@ async def run(ctx: BenchContext) -> Section:
         Figure("agent", "-", f"idle agent CPU over {window:.0f} s", agent_cpu * 1000, "ms",
                "minimal long-poller process", poller_cpu * 1000, False),
         Figure("agent", "-", f"RSS after a discovery scan of {ours['files']:,} PEM files (peak)", ours["peak_rss"] / mib, "MiB",
-               "same process before parsing", ours["rss_before"] / mib, False),
+               "same process before the scan", ours["rss_before"] / mib, False),
         Figure("agent", "-", f"discovery scan time, {ours['files']:,} files", ours["seconds"] * 1000, "ms",
                "plain cryptography, same files", raw["seconds"] * 1000, False),
     )
