@@ -40,8 +40,8 @@ Install or upgrade:
   --python PATH            the Python to build the virtualenv with (3.11 or newer)
   --coordinator URL        coordinator address (default: the one that served this)
   --ca-fingerprint SHA256  its root CA's fingerprint (default: the one it embedded)
-  --label KEY=VALUE        refused for now: labels come from the enrollment token
-                           (certfleet agents enroll-token --label KEY=VALUE)
+  --label KEY=VALUE        a label for this agent (repeatable; the enrollment token's
+                           labels win where both name the same key)
 Remove:
   --uninstall              stop and remove the service, the virtualenv, agent.toml
                            and the state directory
@@ -440,8 +440,6 @@ install_service() {
 
 install_agent() {
   [ -n "$ROOT" ] || [ "$(id -u)" -eq 0 ] || die "run as root (curl ... | sudo sh -s -- ...), or pass --prefix DIR"
-  [ -z "$LABELS" ] || die "--label is not supported by the coordinator's enrollment yet: labels come from the" \
-    "enrollment token; mint it with 'certfleet agents enroll-token --label KEY=VALUE'"
   command -v curl >/dev/null 2>&1 || die "curl is required"
   check_coordinator
   find_python
@@ -498,6 +496,7 @@ install_agent() {
     set -- --config "$settings" enroll
     if [ -n "$NAME" ]; then set -- "$@" --name "$NAME"; fi
     if [ "$FORCE_ENROLL" -eq 1 ]; then set -- "$@" --force; fi
+    for label in $LABELS; do set -- "$@" --label "$label"; done
     # The token travels in the environment: a command line is visible to every user.
     CERTFLEET_ENROLLMENT_TOKEN=$TOKEN "$agent" "$@" </dev/null
   fi
@@ -605,7 +604,11 @@ main() {
       --name) need_value "$@"; NAME=$2; shift 2 ;;
       --label)
         need_value "$@"
-        case "$2" in ?*=*) ;; *) die "--label takes KEY=VALUE" ;; esac
+        case "$2" in
+          *[!A-Za-z0-9._:/@=-]*|=*|*=*=*) die "--label takes KEY=VALUE (letters, digits and . _ : / @ -)" ;;
+          ?*=*) ;;
+          *) die "--label takes KEY=VALUE" ;;
+        esac
         LABELS="$LABELS $2"; shift 2 ;;
       --no-service) NO_SERVICE=1; shift ;;
       --force-enroll) FORCE_ENROLL=1; shift ;;

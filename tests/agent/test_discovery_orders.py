@@ -165,3 +165,39 @@ async def test_a_deployed_file_replaced_by_hand_is_reported_as_drift(coordinator
     audit = await service.database.transact(lambda tx: tx.all(
         "SELECT action FROM audit_events WHERE action = 'agent.report' AND resource_type = 'agent'"))
     assert audit
+
+
+async def test_each_agent_is_scanned_once_per_interval_starting_a_day_after_enrollment(coordinator, tmp_path):
+    service = coordinator.coordinator
+    api, agent = await _agent(coordinator, tmp_path)
+    assert await service.queue_scheduled_scans() == []  # enrolled just now
+
+    real_clock = service._clock
+    service._clock = lambda: real_clock() + service.scan_interval + 60
+    try:
+        assert await service.queue_scheduled_scans() == [agent.config.agent_id]
+        assert await service.queue_scheduled_scans() == []  # its scan is recent now
+        await api.call("agents.retire", agent_id=agent.config.agent_id)
+        service._clock = lambda: real_clock() + 3 * service.scan_interval
+        assert await service.queue_scheduled_scans() == []  # retired agents are left alone
+    finally:
+        service._clock = real_clock
+    scans = await api.call("discovery.scans")
+    assert [(s.kind, s.agent_id) for s in scans] == [("scan", agent.config.agent_id)]
+
+
+async def test_a_scan_by_hand_reports_like_an_order(coordinator, tmp_path):
+    from certfleet.agent.manual import ManualError, scan_by_hand
+
+    tree = tmp_path / "roots"
+    make_chain(tree, "by-hand", length=2)
+    api, agent = await _agent(coordinator, tmp_path)
+    looked = await scan_by_hand(agent.paths, roots=[], configured_roots=[tree], report=False)
+    assert not looked["reported"] and len(looked["certificates"]) == 2
+    assert (await api.call("discovery.list")).certificates == []  # --no-report sends nothing
+
+    reported = await scan_by_hand(agent.paths, roots=[], configured_roots=[tree], report=True)
+    assert reported["reported"] and "2 new or changed" in reported["summary"]
+    assert len((await api.call("discovery.list")).certificates) == 2
+    with pytest.raises(ManualError, match="not inside the roots"):
+        await scan_by_hand(agent.paths, roots=["/etc"], configured_roots=[tree], report=False)

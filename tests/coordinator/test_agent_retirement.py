@@ -130,3 +130,29 @@ async def test_stop_abandons_a_waiting_poll(coordinator, tmp_path):
 
     await _stops_after(agent, stop, within=10)
     assert not agent.retired
+
+
+async def test_an_agent_labels_itself_at_enrollment_and_the_token_has_the_last_word(coordinator, tmp_path):
+    from certfleet.agent.config import AgentPaths
+    from certfleet.agent.enroll import enroll
+    from tests.support import ca_fingerprint
+
+    api, _ = await admin_client(coordinator)
+    token = await api.call("agents.enrollment-token.create", wire.EnrollmentTokenCreate(
+        uses=2, labels={"site": "lab-1"}))
+    enrolled = await enroll(AgentPaths(tmp_path / "a"), coordinator=coordinator.url, token=token.token,
+                            ca_fingerprint=ca_fingerprint(coordinator), name="labelled",
+                            labels={"role": "web", "site": "claimed-by-the-host"})
+    info = await api.call("agents.get", agent_id=enrolled.agent_id)
+    assert info.labels == {"role": "web", "site": "lab-1"}
+
+    from tests.support import raw_client
+
+    async with raw_client(coordinator) as client:
+        for hostile in ({"Role": "web"}, {"role": "web prod"}, {f"k{n}": "v" for n in range(33)}):
+            response = await client.post("/api/v1/agent/enroll", json={
+                "token": token.token, "name": "x", "public_key": "A" * 43, "labels": hostile})
+            assert response.status_code == 400, (hostile, response.text)
+    uses = await coordinator.coordinator.database.transact(lambda tx: tx.one(
+        "SELECT uses_left FROM enrollment_tokens WHERE id = ?", (token.id,)))
+    assert uses["uses_left"] == 1  # the refused requests spent nothing

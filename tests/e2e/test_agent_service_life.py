@@ -5,13 +5,14 @@ it or rolls it back within the stop deadline, and a retired agent exits 0 (so
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.processes import AgentHost, Coordinator, wait_until
+from tests.e2e.processes import BIN, AgentHost, Coordinator, Process, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -101,3 +102,25 @@ def test_a_retired_agent_exits_zero(fleet, tmp_path):
     assert process.popen.wait(timeout=60) == 0, process.output
     assert "retired this agent" in process.output
     assert coordinator.cli("agents", "show", agent.agent_id)["retired_at"] is not None
+
+
+def test_sighup_reloads_the_settings_and_a_bad_edit_changes_nothing(fleet, tmp_path):
+    coordinator, agent, processes = fleet
+    settings = tmp_path / "agent.toml"
+    settings.write_text('log_level = "info"\n')
+    settings.chmod(0o600)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CERTFLEET_")}
+    process = Process([str(BIN / "certfleet-agent"), "--config", str(settings), "--agent-dir", str(agent.dir),
+                       "run"], env)
+    processes.append(process)
+    wait_until(lambda: "polling" in process.output, what="the agent to start")
+
+    settings.write_text('log_level = "debug"\nwatch_changes = false\n')
+    process.popen.send_signal(signal.SIGHUP)
+    wait_until(lambda: "settings reloaded; log level debug" in process.output, what="the reload")
+    assert "settings changed that apply only after a restart: watch_changes" in process.output
+
+    settings.write_text('log_level = 7\n')
+    process.popen.send_signal(signal.SIGHUP)
+    wait_until(lambda: "configuration not reloaded" in process.output, what="the refusal")
+    assert process.popen.poll() is None, "a bad edit stopped the agent"

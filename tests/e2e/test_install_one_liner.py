@@ -86,7 +86,8 @@ def test_one_liner_installs_enrolls_deploys_upgrades_and_uninstalls(coordinator,
     script = _fetch_script(coordinator)
     installed = Installed(tmp_path / "host")
 
-    first = _run(script, "--token", _token(coordinator), "--prefix", str(installed.prefix), "--no-service")
+    first = _run(script, "--token", _token(coordinator), "--prefix", str(installed.prefix), "--no-service",
+                 "--label", "site=lab-1", "--label", "role=web")
 
     assert first.returncode == 0, first.stdout + first.stderr
     assert "The coordinator's CA matches the pinned fingerprint" in first.stdout
@@ -99,6 +100,7 @@ def test_one_liner_installs_enrolls_deploys_upgrades_and_uninstalls(coordinator,
     agent_id = installed.agent_id()
     agents = coordinator.cli("agents", "list")
     assert agent_id in [agent["id"] for agent in agents]
+    assert coordinator.cli("agents", "show", agent_id)["labels"] == {"site": "lab-1", "role": "web"}
     checked = installed.config_check()
     assert checked["enrollment"]["agent_id"] == agent_id and checked["enrollment"]["ca_matches_pin"] is True
     assert checked["settings"]["state_dir"] == {"value": str(installed.state), "source": "file"}

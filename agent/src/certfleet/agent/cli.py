@@ -8,6 +8,7 @@ import functools
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -38,6 +39,15 @@ INVALID_CONFIG = 2
 """Exit status for settings that cannot work (the service manager does not restart on it)."""
 
 
+def _label(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not re.fullmatch(r"[a-z0-9][a-z0-9._/-]{0,62}", key) \
+            or not re.fullmatch(r"[A-Za-z0-9._:/@-]{0,128}", value):
+        raise argparse.ArgumentTypeError("labels are KEY=VALUE: a lower-case key (letters, digits, . _ / -) and a"
+                                         " value of letters, digits and . _ : / @ -")
+    return key, value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="certfleet-agent", description="certfleet agent")
     parser.add_argument("--config", type=Path, default=None,
@@ -54,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
                                  " (default: ca_fingerprint from the config)")
     enroll_cmd.add_argument("--name", help="agent name (default: the hostname)")
     enroll_cmd.add_argument("--force", action="store_true", help="replace an existing enrollment")
+    enroll_cmd.add_argument("--label", action="append", default=[], type=_label, metavar="KEY=VALUE",
+                            help="a label for this agent (repeatable); the token's labels win on the same key")
     enroll_cmd.add_argument("--json", action="store_true")
     run = commands.add_parser("run", help="poll for work orders and execute them")
     run.add_argument("--coordinator", help="override the coordinator URL (config, env, enrollment)")
@@ -176,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
                 return _invalid("--ca-fingerprint differs from ca_fingerprint in the config; the agent"
                                 " would refuse to run with that enrollment")
             enrolled = trio.run(lambda: enroll(paths, coordinator=coordinator, token=args.token,
-                                               ca_fingerprint=fingerprint, name=args.name, force=args.force))
+                                               ca_fingerprint=fingerprint, name=args.name, force=args.force,
+                                               labels=dict(args.label)))
             if args.json:
                 print(json.dumps({"agent_id": enrolled.agent_id, "agent_dir": str(paths.root)}))
             else:

@@ -68,7 +68,7 @@ class Enrolled:
 
 
 async def enroll(paths: AgentPaths, *, coordinator: str, token: str, ca_fingerprint: str,
-                 name: str | None = None, force: bool = False) -> Enrolled:
+                 name: str | None = None, force: bool = False, labels: dict[str, str] | None = None) -> Enrolled:
     if paths.config.exists() and not force:
         raise EnrollmentError(f"already enrolled ({paths.config}); pass --force to enroll again")
     ca_pem = await _fetch_pinned_ca(coordinator, normalize_fingerprint(ca_fingerprint))
@@ -77,7 +77,7 @@ async def enroll(paths: AgentPaths, *, coordinator: str, token: str, ca_fingerpr
     try:
         response: wire.EnrollResponse = await client.call("agent.enroll", wire.EnrollRequest(
             token=token, name=name or socket.gethostname(),
-            public_key=jws.public_key_raw(identity.public_key())))
+            public_key=jws.public_key_raw(identity.public_key()), labels=labels or {}))
     finally:
         await client.aclose()
     paths.root.mkdir(parents=True, exist_ok=True, mode=0o700)

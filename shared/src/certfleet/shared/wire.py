@@ -222,10 +222,17 @@ class EnrollmentTokenInfo(Message):
     labels: dict[str, str] = {}
 
 
+AgentLabelKey = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9._/-]{0,62}\Z")]
+AgentLabelValue = Annotated[str, msgspec.Meta(max_length=128, pattern=r"^[A-Za-z0-9._:/@-]*\Z")]
+
+
 class EnrollRequest(Message):
     token: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=253)]
     public_key: Annotated[str, msgspec.Meta(min_length=43, max_length=44)]
+    labels: Annotated[dict[AgentLabelKey, AgentLabelValue], msgspec.Meta(max_length=32)] = {}
+    """Labels the host gives itself (``--label`` at install); the enrollment token's
+    labels, set by an operator, win where both name the same key."""
 
 
 class WorkOrderKey(Message):

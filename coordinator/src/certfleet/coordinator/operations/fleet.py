@@ -67,7 +67,8 @@ class FleetOperations(JobOperations):
             raw_key = jws.public_key_raw(public_key)
             if tx.one("SELECT id FROM agents WHERE public_key = ?", (raw_key,)):
                 raise errors.Conflict("this identity key is already enrolled")
-            Agents(tx).insert(id=agent_id, name=body.name, public_key=raw_key, labels=json.loads(row["labels"]),
+            labels = {**body.labels, **json.loads(row["labels"])}  # the operator's token has the last word
+            Agents(tx).insert(id=agent_id, name=body.name, public_key=raw_key, labels=labels,
                               enrollment_token_id=token_id, now=now)
             self.integrity.seal(tx, "agents", agent_id)
             # The agent role is an ordinary grant: visible, and revocable to cut an agent off.
