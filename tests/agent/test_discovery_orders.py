@@ -97,6 +97,7 @@ async def test_a_probe_order_reports_served_chains_and_never_leaves_its_ranges(c
     done = await _run_order(agent, api, await api.call("discovery.probe", wire.DiscoveryProbeRequest(
         agent_id=agent_id, ranges=["127.0.0.1/32"], ports=[inside.port], server_names=["served.example.test"])))
     assert done.status == "succeeded" and "2 served TLS" in done.detail, done.detail
+    assert f"127.0.0.1:{inside.port}#served.example.test: TLSv1.3 TLS_" in done.detail  # protocol and cipher
     found = (await api.call("discovery.list", query={"source": "network"})).certificates
     by_location = {(f.path, f.position): f.fingerprint_sha256 for f in found}
     for location in (f"127.0.0.1:{inside.port}", f"127.0.0.1:{inside.port}#served.example.test"):

@@ -45,6 +45,16 @@ def _wire_record(record: CertificateRecord) -> wire.DiscoveredCertificate:
     return msgspec.convert(record.to_dict(), wire.DiscoveredCertificate)
 
 
+MAX_ENDPOINTS_IN_SUMMARY = 60
+"""Endpoints listed one per line in a probe order's result (its detail is capped)."""
+
+
+def _location(endpoint) -> str:
+    """``host:port`` (IPv6 in brackets), with ``#name`` when the handshake sent SNI."""
+    host = f"[{endpoint.host}]" if ":" in endpoint.host else endpoint.host
+    return f"{host}:{endpoint.port}" + (f"#{endpoint.sni}" if endpoint.sni else "")
+
+
 def _chunks(items: Sequence, size: int) -> list[Sequence]:
     return [items[i:i + size] for i in range(0, len(items), size)] or [items[:0]]
 
@@ -114,17 +124,23 @@ class DiscoveryService:
             raise DiscoveryRefused(str(exc)) from exc
         await self._send("network", scan_id, self._served_records(result), [])
         totals = result.totals
+        # The certificates went in the reports; how each endpoint spoke (protocol,
+        # cipher) goes in the order's result, which the operator reads with
+        # `certfleet discovery scans`.
+        spoken = [f"{_location(e)}: {e.protocol} {e.cipher}, {len(e.chain)} certificate(s)"
+                  for e in result.endpoints if e.status == "tls"]
         return (f"probed {totals.attempted} endpoint(s): {totals.tls} served TLS, {totals.not_tls} did not,"
                 f" {totals.handshake_failed} failed the handshake, {totals.refused} refused,"
-                f" {totals.timeout} timed out, {totals.unreachable} unreachable")
+                f" {totals.timeout} timed out, {totals.unreachable} unreachable"
+                + "".join(f"\n{line}" for line in spoken[:MAX_ENDPOINTS_IN_SUMMARY])
+                + (f"\n… and {len(spoken) - MAX_ENDPOINTS_IN_SUMMARY} more" if len(spoken) > MAX_ENDPOINTS_IN_SUMMARY
+                   else ""))
 
     @staticmethod
     def _served_records(result: ProbeResult) -> list[wire.DiscoveredCertificate]:
         records = {}
         for endpoint in result.endpoints:
-            location = f"{endpoint.host}:{endpoint.port}" + (f"#{endpoint.sni}" if endpoint.sni else "")
-            if ":" in endpoint.host:
-                location = f"[{endpoint.host}]:{endpoint.port}" + (f"#{endpoint.sni}" if endpoint.sni else "")
+            location = _location(endpoint)
             for position, served in enumerate(endpoint.chain):
                 if served.facts is None:
                     continue  # unparseable: nothing to manage, and the coordinator could not store it
