@@ -25,6 +25,7 @@ What a server serves is read by an independent client, ``openssl s_client``.
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import os
 import re
@@ -32,6 +33,7 @@ import shlex
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -101,6 +103,25 @@ def install_bundle(bundle: Bundle, certificate: Path, key: Path) -> None:
     certificate.write_bytes(bundle.certificate + bundle.chain)
     key.touch(mode=0o600)
     key.write_bytes(bundle.private_key)
+
+
+async def serve_stale_leaf(nursery: trio.Nursery, bundle: Bundle, directory: Path) -> int:
+    """A TLS server on 127.0.0.1 that keeps serving ``bundle`` whatever gets deployed
+    (a device that did not pick up the new certificate); returns its port."""
+    install_bundle(bundle, directory / "stale.pem", directory / "stale.key")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(directory / "stale.pem", directory / "stale.key")
+
+    async def handshake_then_close(stream: trio.SSLStream) -> None:
+        try:
+            await stream.do_handshake()
+            await stream.aclose()
+        except (trio.BrokenResourceError, ssl.SSLError):
+            pass
+
+    listeners = await nursery.start(functools.partial(trio.serve_ssl_over_tcp, handshake_then_close, 0, context,
+                                                      host="127.0.0.1"))
+    return listeners[0].transport_listener.socket.getsockname()[1]
 
 
 # --- ports, processes, scripts --------------------------------------------------------

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import ssl
 from functools import partial
 
 import msgspec
@@ -21,7 +20,7 @@ from certfleet.agent.state import AgentState
 from certfleet.shared.targets import F5Target, TlsCheck
 from tests.deployers.fake_f5 import FakeBigIp, start_fake_f5
 from tests.deployers.fake_kubernetes import TestPki
-from tests.deployers.mail_servers import install_bundle
+from tests.deployers.mail_servers import serve_stale_leaf
 
 USERNAME, PASSWORD = "certfleet", "f5-admin-pass-8128"
 PARTITION, PROFILE = "Common", "clientssl-shop"
@@ -206,20 +205,7 @@ async def test_verification_mismatch_restores_the_profile_and_deletes_the_new_ob
                                                                                       tmp_path):
     before = fake.chain_of(PARTITION, PROFILE)
     stale = pki.bundle(SERVER_NAME)
-    install_bundle(stale, tmp_path / "stale.pem", tmp_path / "stale.key")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(tmp_path / "stale.pem", tmp_path / "stale.key")
-
-    async def handshake_then_close(stream: trio.SSLStream) -> None:
-        try:
-            await stream.do_handshake()
-            await stream.aclose()
-        except (trio.BrokenResourceError, ssl.SSLError):
-            pass
-
-    listeners = await nursery.start(partial(trio.serve_ssl_over_tcp, handshake_then_close, 0, context,
-                                            host="127.0.0.1"))
-    port = listeners[0].transport_listener.socket.getsockname()[1]
+    port = await serve_stale_leaf(nursery, stale, tmp_path)
     bundle = pki.bundle(SERVER_NAME)
     with pytest.raises(DeployError) as raised:
         await deploy(deployers, "order-1", make_target(fake, verify=TlsCheck(port=port, attempts=1)), bundle)

@@ -7,9 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import ssl
 import subprocess
-from functools import partial
 from pathlib import Path
 
 import msgspec
@@ -22,7 +20,7 @@ from certfleet.agent.files import TEMP_MARKER
 from certfleet.agent.secrets import Secrets
 from certfleet.agent.state import AgentState
 from certfleet.shared.targets import SshTarget, TlsCheck, parse_ssh_host_key
-from tests.deployers.mail_servers import install_bundle, reload_count, write_script
+from tests.deployers.mail_servers import install_bundle, reload_count, serve_stale_leaf, write_script
 from tests.deployers.ssh_server import SshServer, running_sshd, ssh_keygen
 
 SERVER_NAME = "device.example.test"
@@ -234,20 +232,7 @@ async def test_verification_mismatch_restores_and_reloads_again(deployers, sshd,
     install_bundle(issuer.issue(SERVER_NAME), device / "site.pem", device / "site.key")
     before = snapshot(device)
     stale = issuer.issue(SERVER_NAME)
-    install_bundle(stale, tmp_path / "stale.pem", tmp_path / "stale.key")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(tmp_path / "stale.pem", tmp_path / "stale.key")
-
-    async def handshake_then_close(stream: trio.SSLStream) -> None:
-        try:
-            await stream.do_handshake()
-            await stream.aclose()
-        except (trio.BrokenResourceError, ssl.SSLError):
-            pass
-
-    listeners = await nursery.start(partial(trio.serve_ssl_over_tcp, handshake_then_close, 0, context,
-                                            host="127.0.0.1"))
-    port = listeners[0].transport_listener.socket.getsockname()[1]
+    port = await serve_stale_leaf(nursery, stale, tmp_path)
     target = make_target(sshd, device, scripts, verify=TlsCheck(port=port, attempts=1))
 
     with pytest.raises(DeployError) as raised:
