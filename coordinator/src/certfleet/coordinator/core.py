@@ -27,6 +27,10 @@ from .storage import Agents, ApiKeys, Database, Grants, Profiles, RateLimits, Ro
 
 __all__ = ["Call", "CoordinatorBase", "RawResponse", "new_id"]
 
+SEEN_PRECISION = 10
+"""Seconds an agent's ``last_seen_at`` may lag: liveness counts in minutes, and a row
+write on every request of a busy agent would cost more than the precision is worth."""
+
 
 @dataclass(frozen=True)
 class Call:
@@ -187,7 +191,8 @@ class CoordinatorBase:
                 raise errors.Gone("this agent was retired", slug="agent-retired")
             if not agents.use_token_id(found["id"], claims["jti"], int(claims["exp"]), now):
                 raise errors.Unauthorized("agent token was already used", slug="agent-token-replayed")
-            agents.seen(found["id"], now)
+            if found["last_seen_at"] is None or found["last_seen_at"] < now - SEEN_PRECISION:
+                agents.seen(found["id"], now)
             permissions, _ = effective_permissions(tx, [("agent", found["id"])], now, self.integrity)
             return Principal(PrincipalKind.AGENT, found["id"], None, permissions)
 

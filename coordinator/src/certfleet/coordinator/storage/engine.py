@@ -4,16 +4,21 @@ Repositories are written once against :class:`Tx`, a minimal cursor facade with 
 placeholders; each engine adapts it to its driver and translates driver errors once,
 at this edge (a unique violation becomes :class:`Conflict`).
 
-Both drivers block, so a transaction body is a plain function run in a worker thread
-(``trio.to_thread``) under a capacity limiter; psycopg's async API is asyncio-only.
+Both drivers block, so a transaction body is a plain function run in a thread: on
+SQLite the one writer thread (which commits waiting bodies in groups), on PostgreSQL
+a worker thread (``trio.to_thread``) under a capacity limiter per pooled connection;
+psycopg's async API is asyncio-only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sqlite3
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -88,10 +93,31 @@ class _SqliteTx:
         return [dict(row) for row in self._connection.execute(sql, tuple(params)).fetchall()]
 
 
+@dataclass(eq=False)
+class _Unit:
+    """One caller's transaction body, waiting in the SQLite writer's queue."""
+
+    fn: Callable[[Tx], Any]
+    token: trio.lowlevel.TrioToken
+    done: trio.Event = field(default_factory=trio.Event)
+    result: Any = None
+    error: BaseException | None = None
+
+
 class SqliteDatabase:
-    """One connection in WAL mode; transactions are serialized (SQLite has one writer)."""
+    """One connection in WAL mode, used by one writer thread (SQLite has one writer).
+
+    Callers' transactions are committed in groups: the writer takes every body waiting
+    in its queue (at most :attr:`GROUP_LIMIT`), runs each inside a savepoint of one
+    ``BEGIN IMMEDIATE`` transaction, and commits once. A body that raises is rolled
+    back to its savepoint alone; no caller hears its result before the group's COMMIT
+    is durable, so each body still commits exactly when its caller is told it did. Run
+    one at a time, every transaction paid a thread handoff and a COMMIT of its own,
+    and under load the scheduler's transactions queued behind hundreds of agents'.
+    """
 
     dialect = "sqlite"
+    GROUP_LIMIT = 256
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -102,27 +128,115 @@ class SqliteDatabase:
         self._connection.execute("PRAGMA journal_mode=WAL")
         self._connection.execute("PRAGMA foreign_keys=ON")
         self._connection.execute("PRAGMA synchronous=FULL")
-        self._lock = threading.Lock()
-        self._limiter = trio.CapacityLimiter(1)
         path.chmod(0o600)
-
-    def transact_sync(self, fn: Callable[[Tx], T]) -> T:
-        with self._lock:
-            self._connection.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(_SqliteTx(self._connection))
-            except BaseException:
-                self._connection.execute("ROLLBACK")
-                raise
-            self._connection.execute("COMMIT")
-            return result
+        self._queue: deque[_Unit] = deque()
+        self._wakeup = threading.Condition()
+        self._closed = False
+        self._writer = threading.Thread(target=self._write_loop, name="certfleet-sqlite-writer", daemon=True)
+        self._writer.start()
 
     async def transact(self, fn: Callable[[Tx], T]) -> T:
-        return await trio.to_thread.run_sync(self.transact_sync, fn, limiter=self._limiter)
+        unit = _Unit(fn, trio.lowlevel.current_trio_token())
+        with self._wakeup:
+            if self._closed:
+                raise StorageError("the database is closed")
+            self._queue.append(unit)
+            self._wakeup.notify()
+        # Once queued the body runs to its end, as it did in a worker thread: a
+        # cancellation takes effect after the caller has its result.
+        with trio.CancelScope(shield=True):
+            await unit.done.wait()
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if unit.error is not None:
+            raise unit.error
+        return unit.result
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._wakeup:
+                while not self._queue and not self._closed:
+                    self._wakeup.wait()
+                if not self._queue:
+                    return
+                group = [self._queue.popleft() for _ in range(min(len(self._queue), self.GROUP_LIMIT))]
+            try:
+                self._run_group(group)
+            except BaseException as exc:  # BEGIN or a savepoint failed (locked by another process…)
+                with contextlib.suppress(sqlite3.Error):
+                    if self._connection.in_transaction:
+                        self._connection.execute("ROLLBACK")
+                _fail(group, StorageError(f"the transaction could not run: {exc}"))
+            for token in {unit.token for unit in group}:
+                mine = [unit for unit in group if unit.token is token]
+                try:
+                    token.run_sync_soon(_finish, mine)
+                except trio.RunFinishedError:  # the caller's event loop is gone
+                    pass
+
+    def _run_group(self, group: list[_Unit]) -> None:
+        connection = self._connection
+        tx = _SqliteTx(connection)
+        if len(group) == 1:
+            unit = group[0]
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                unit.result = unit.fn(tx)
+            except BaseException as exc:
+                unit.error = exc
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                return
+            self._commit(group)
+            return
+        connection.execute("BEGIN IMMEDIATE")
+        committed: list[_Unit] = []
+        for unit in group:
+            if not connection.in_transaction:  # an error ended the group's transaction
+                connection.execute("BEGIN IMMEDIATE")
+            connection.execute("SAVEPOINT unit")
+            try:
+                unit.result = unit.fn(tx)
+            except BaseException as exc:
+                unit.error = exc
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK TO unit")
+                    connection.execute("RELEASE unit")
+                else:
+                    # SQLite rolled the whole transaction back (disk full, I/O
+                    # error): the bodies before this one were lost with it.
+                    _fail(committed, StorageError(f"the transaction was rolled back: {exc}"))
+                    committed = []
+                continue
+            connection.execute("RELEASE unit")
+            committed.append(unit)
+        if connection.in_transaction:
+            self._commit(committed)
+
+    def _commit(self, units: list[_Unit]) -> None:
+        try:
+            self._connection.execute("COMMIT")
+        except BaseException as exc:
+            if self._connection.in_transaction:
+                self._connection.execute("ROLLBACK")
+            _fail(units, StorageError(f"COMMIT failed: {exc}"))
 
     async def close(self) -> None:
-        with self._lock:
-            self._connection.close()
+        with self._wakeup:
+            self._closed = True
+            self._wakeup.notify()
+        await trio.to_thread.run_sync(self._writer.join)
+        self._connection.close()
+
+
+def _fail(units: list[_Unit], error: StorageError) -> None:
+    for unit in units:
+        if unit.error is None:
+            unit.result, unit.error = None, error
+
+
+def _finish(units: list[_Unit]) -> None:
+    for unit in units:
+        unit.done.set()
 
 
 # --- PostgreSQL --------------------------------------------------------------------
