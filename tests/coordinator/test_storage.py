@@ -76,10 +76,12 @@ async def test_one_time_and_counted_tokens(db):
 
 async def test_agent_token_ids_are_single_use_and_pruned(db):
     await db.transact(_agent)
-    use = lambda jti, exp, now: db.transact(lambda tx: Agents(tx).use_token_id("agt_a", jti, exp, now))  # noqa: E731
-    assert await use("j1", 1060, 1000) is True
-    assert await use("j1", 1060, 1000) is False
-    assert await use("j2", 1060, 5000) is True  # pruning j1 on the way
+    use = lambda jti, exp: db.transact(lambda tx: Agents(tx).use_token_id("agt_a", jti, exp))  # noqa: E731
+    assert await use("j1", 1060) is True
+    assert await use("j1", 1060) is False
+    assert await use("j2", 5000) is True
+    assert await db.transact(lambda tx: Agents(tx).prune_token_ids(1360)) == 0  # j1 within the leeway
+    assert await db.transact(lambda tx: Agents(tx).prune_token_ids(1361)) == 1
     left = await db.transact(lambda tx: tx.all("SELECT jti FROM agent_token_uses"))
     assert [r["jti"] for r in left] == ["j2"]
 

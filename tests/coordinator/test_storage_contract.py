@@ -256,7 +256,7 @@ async def test_bootstrap_current_is_the_newest_token(db):
 
 async def test_agent_token_id_is_accepted_once_per_agent(db):
     await _seed(db, lambda tx: (_agent(tx, "agent-1"), _agent(tx, "agent-2")))
-    use = lambda agent, jti: lambda tx: Agents(tx).use_token_id(agent, jti, NOW + 60, NOW)  # noqa: E731
+    use = lambda agent, jti: lambda tx: Agents(tx).use_token_id(agent, jti, NOW + 60)  # noqa: E731
     assert await db.transact(use("agent-1", "j1")) is True
     assert await db.transact(use("agent-1", "j1")) is False  # a replay
     assert await db.transact(use("agent-2", "j1")) is True  # another agent's id space
@@ -265,19 +265,20 @@ async def test_agent_token_id_is_accepted_once_per_agent(db):
 
 async def test_agent_token_ids_are_pruned_once_long_expired(db):
     await _seed(db, _agent)
-    await db.transact(lambda tx: Agents(tx).use_token_id("agent-1", "old", NOW + 60, NOW))
+    await db.transact(lambda tx: Agents(tx).use_token_id("agent-1", "old", NOW + 60))
+    await db.transact(lambda tx: Agents(tx).use_token_id("agent-1", "later", NOW + 1000))
 
     def count(tx):
         return tx.one("SELECT COUNT(*) AS n FROM agent_token_uses WHERE jti = 'old'")["n"]
 
     # Still remembered while a token with that id could be accepted (expiry plus leeway).
-    assert await db.transact(lambda tx: Agents(tx).use_token_id("agent-1", "a", NOW + 200, NOW + 60 + 300))
+    assert await db.transact(lambda tx: Agents(tx).prune_token_ids(NOW + 60 + 300)) == 0
     assert await db.transact(count) == 1
-    assert await db.transact(lambda tx: Agents(tx).use_token_id("agent-1", "old", NOW + 60, NOW + 60 + 30)) \
-        is False
-    # Long past its expiry it is forgotten.
-    assert await db.transact(lambda tx: Agents(tx).use_token_id("agent-1", "b", NOW + 1000, NOW + 60 + 301))
+    assert await db.transact(lambda tx: Agents(tx).use_token_id("agent-1", "old", NOW + 60)) is False
+    # Long past its expiry it is forgotten; the later one stays.
+    assert await db.transact(lambda tx: Agents(tx).prune_token_ids(NOW + 60 + 301)) == 1
     assert await db.transact(count) == 0
+    assert (await db.transact(lambda tx: tx.one("SELECT COUNT(*) AS n FROM agent_token_uses")))["n"] == 1
 
 
 async def test_deliverable_lists_only_active_unexpired_orders_of_that_agent_in_creation_order(db):

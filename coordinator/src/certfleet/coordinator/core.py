@@ -189,7 +189,7 @@ class CoordinatorBase:
             if found["retired_at"] is not None:
                 # Only the agent's own key gets this far: it alone learns it was retired.
                 raise errors.Gone("this agent was retired", slug="agent-retired")
-            if not agents.use_token_id(found["id"], claims["jti"], int(claims["exp"]), now):
+            if not agents.use_token_id(found["id"], claims["jti"], int(claims["exp"])):
                 raise errors.Unauthorized("agent token was already used", slug="agent-token-replayed")
             if found["last_seen_at"] is None or found["last_seen_at"] < now - SEEN_PRECISION:
                 agents.seen(found["id"], now)

@@ -53,7 +53,7 @@ class Running:
 async def _maintenance(coordinator: Coordinator, leadership: Leadership, interval: float) -> None:
     """Periodic upkeep, on the leader only: CRLs that are due (debounced after
     revocations, refreshed before they go stale), approvals that expired,
-    retirements that drained, renewals that are due."""
+    retirements that drained, spent agent token ids, renewals that are due."""
     async with leadership.held():
         while True:
             await leadership.wait_leadership()
@@ -62,6 +62,7 @@ async def _maintenance(coordinator: Coordinator, leadership: Leadership, interva
                     await coordinator.refresh_crls()
                     await coordinator.expire_pending_approvals()
                     await coordinator.finish_drained_retirements()
+                    await coordinator.prune_used_token_ids()
                     await coordinator.start_due_renewals()
                     await coordinator.queue_scheduled_scans()
                     await coordinator.advance_jobs()

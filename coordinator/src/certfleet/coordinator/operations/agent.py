@@ -88,6 +88,10 @@ class AgentOperations(CoordinatorBase):
             for agent_id in agent_ids:
                 self.wake(agent_id)
 
+    async def prune_used_token_ids(self) -> int:
+        """Forget agent request-token ids long past their expiry (upkeep, on the leader)."""
+        return await self.database.transact(lambda tx: Agents(tx).prune_token_ids(self.now()))
+
     async def agent_csr(self, call: Call) -> wire.CertificateBundle:
         agent_id, order_id = call.principal.id, call.params["order_id"]
         try:

@@ -539,18 +539,21 @@ class Agents:
     def retire(self, id: str, now: int) -> None:
         self.tx.execute("UPDATE agents SET retired_at = ? WHERE id = ?", (now, id))
 
-    def use_token_id(self, agent_id: str, jti: str, expires_at: int, now: int) -> bool:
-        """Record a request token id; ``False`` when it was used before (a replay).
-
-        Expired ids are pruned on the way: a token past its expiry is refused by its
-        ``exp`` anyway, so its id need not be remembered.
-        """
-        self.tx.execute("DELETE FROM agent_token_uses WHERE expires_at < ?", (now - 300,))
+    def use_token_id(self, agent_id: str, jti: str, expires_at: int) -> bool:
+        """Record a request token id; ``False`` when it was used before (a replay)."""
         return self.tx.execute(
             "INSERT INTO agent_token_uses (agent_id, jti, expires_at) VALUES (?, ?, ?)"
             " ON CONFLICT DO NOTHING",
             (agent_id, jti, expires_at),
         ) == 1
+
+    def prune_token_ids(self, now: int) -> int:
+        """Forget token ids five minutes past their expiry; returns how many.
+
+        A token past its expiry is refused by its ``exp`` anyway, so its id need not
+        be remembered. The coordinator's upkeep runs this, not every request.
+        """
+        return self.tx.execute("DELETE FROM agent_token_uses WHERE expires_at < ?", (now - 300,))
 
     def add_event(self, *, agent_id: str, event: str, order_id: str | None, reason: str,
                   detail: str, now: int) -> None:
