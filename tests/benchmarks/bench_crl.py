@@ -123,7 +123,9 @@ async def _wait_settled(coordinator: CoordinatorProcess) -> None:
     """Until no CRL rebuild is pending (the debounced one after the revocations ran)."""
     def pending() -> bool:
         with coordinator.database() as db:
-            return db.scalar("SELECT crl_dirty_since FROM issuers WHERE name = 'issuing'") is not None
+            return bool(db.scalar(
+                "SELECT i.crl_dirty_since IS NOT NULL OR c.number IS NULL OR c.number < i.crl_number AS pending"
+                " FROM issuers i LEFT JOIN crls c ON c.issuer_id = i.id WHERE i.name = 'issuing'"))
 
     with trio.move_on_after(120):
         while await trio.to_thread.run_sync(pending):

@@ -157,7 +157,7 @@ async def _dispatch_probe(api: Api, fleet: Fleet, stats: FleetStats, *, rate: fl
             break
         name = f"dispatch-{label}-{index}.bench.test"
         info = None
-        with trio.move_on_after(max(0.0, deadline - begin) + 10):
+        with trio.move_on_after(max(0.0, deadline - begin) + 30):
             try:
                 info = await api.call("certificates.create", wire.CertificateCreate(
                     common_name=name, agent_id=agent.id, target=wire.FileTarget(directory=f"/srv/bench/{name}"),
@@ -169,7 +169,7 @@ async def _dispatch_probe(api: Api, fleet: Fleet, stats: FleetStats, *, rate: fl
         sent[info.id] = begin
         create_latencies.append(trio.current_time() - begin)
         await trio.sleep(max(0.0, begin + 1 / rate - trio.current_time()))
-    with trio.move_on_after(30):
+    with trio.move_on_after(15):
         while any(cid not in stats.delivered for cid in sent):
             await trio.sleep(0.1)
     latencies = [stats.delivered[cid] - t for cid, t in sent.items() if cid in stats.delivered]

@@ -29,7 +29,7 @@ class Sizes:
     baseline_seconds: float = 4.0
     fleet_sizes: tuple[int, ...] = (1000, 4000, 10000)
     poll_wait: int = 25
-    window_seconds: float = 20.0
+    window_seconds: float = 15.0
     dispatch_rate: float = 5.0
     storm_size: int = 10000
     """Certificates made due at once."""

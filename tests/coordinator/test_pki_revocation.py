@@ -186,3 +186,67 @@ async def test_bulk_revoke_by_tag_reports_each_certificate(coordinator, tmp_path
     with pytest.raises(ApiError) as refused:
         await api.call("certificates.revoke-bulk", wire.BulkRevokeRequest())
     assert refused.value.status == 400
+
+
+async def test_a_crl_build_cut_short_is_built_again_at_the_next_refresh(coordinator, tmp_path, monkeypatch):
+    from certfleet.coordinator.operations import pki
+
+    api, _, _, info = await _issued(coordinator, tmp_path)
+    await coordinator.coordinator.refresh_crls()
+    await api.call("certificates.revoke", wire.RevokeRequest(), certificate_id=info.id)
+    _later(coordinator, 10)
+    real_build = pki.build_crl
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("the coordinator died while signing")
+
+    monkeypatch.setattr(pki, "build_crl", crash)
+    with pytest.raises(RuntimeError):
+        await coordinator.coordinator.refresh_crls()
+    monkeypatch.setattr(pki, "build_crl", real_build)
+    # The dirty mark went with the CRL number taken; the number ahead of the stored
+    # CRL's makes the issuer due all the same.
+    assert await coordinator.coordinator.refresh_crls() == 1
+    assert await coordinator.coordinator.refresh_crls() == 0
+    async with httpx.AsyncClient(base_url=coordinator.coordinator.pki_url) as http:
+        crl = x509.load_der_x509_crl((await http.get("/.well-known/pki/crl/iss_issuing")).content)
+    assert [r.serial_number for r in crl] == [int(info.serial, 16)]
+
+
+async def test_a_revocation_does_not_wait_for_a_crl_being_signed(coordinator, tmp_path, monkeypatch):
+    import threading
+
+    import trio
+
+    from certfleet.coordinator.operations import pki
+
+    api, agent, _, first = await _issued(coordinator, tmp_path)
+    second = await issue_through_agent(api, agent, ["other.example.test"], tmp_path / "other")
+    await coordinator.coordinator.refresh_crls()
+    await api.call("certificates.revoke", wire.RevokeRequest(), certificate_id=first.id)
+    _later(coordinator, 10)
+    signing, release = threading.Event(), threading.Event()
+    real_build = pki.build_crl
+
+    def slow_build(*args, **kwargs):
+        signing.set()
+        release.wait(30)
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(pki, "build_crl", slow_build)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(coordinator.coordinator.refresh_crls)
+        await trio.to_thread.run_sync(signing.wait, 30)
+        with trio.fail_after(10):  # the build is held until this revocation is done
+            result = await api.call("certificates.revoke", wire.RevokeRequest(), certificate_id=second.id)
+        assert result.status == "revoked" and not release.is_set()
+        release.set()
+    monkeypatch.setattr(pki, "build_crl", real_build)
+    async with httpx.AsyncClient(base_url=coordinator.coordinator.pki_url) as http:
+        built_during = x509.load_der_x509_crl((await http.get("/.well-known/pki/crl/iss_issuing")).content)
+        assert [r.serial_number for r in built_during] == [int(first.serial, 16)]
+        # The revocation made during the build marked the issuer dirty again.
+        _later(coordinator, 20)
+        assert await coordinator.coordinator.refresh_crls() == 1
+        after = x509.load_der_x509_crl((await http.get("/.well-known/pki/crl/iss_issuing")).content)
+    assert sorted(r.serial_number for r in after) == sorted([int(first.serial, 16), int(second.serial, 16)])

@@ -49,6 +49,36 @@ async def test_a_failing_unit_of_work_leaves_nothing(db):
     assert await db.transact(lambda tx: Agents(tx).list()) == []
 
 
+async def test_work_deferred_to_the_end_runs_in_order_before_commit_and_not_after_a_failure(db):
+    order: list[str] = []
+
+    def body(tx):
+        tx.at_end(lambda: (order.append("first"), _agent(tx, id="agt_end", key="key-end")))
+        tx.at_end(lambda: order.append("second"))
+        order.append("body")
+        return "done"
+
+    assert await db.transact(body) == "done"
+    assert order == ["body", "first", "second"]
+    assert [a["id"] for a in await db.transact(lambda tx: Agents(tx).list())] == ["agt_end"]
+
+    def failing(tx):
+        tx.at_end(lambda: order.append("never"))
+        raise RuntimeError("the body failed")
+
+    with pytest.raises(RuntimeError):
+        await db.transact(failing)
+    assert "never" not in order
+
+    def conflicting_at_end(tx):
+        _agent(tx, id="agt_other", key="key-other")
+        tx.at_end(lambda: _agent(tx, id="agt_end", key="key-again"))
+
+    with pytest.raises(storage.Conflict):  # a failure at the end rolls back the whole body
+        await db.transact(conflicting_at_end)
+    assert [a["id"] for a in await db.transact(lambda tx: Agents(tx).list())] == ["agt_end"]
+
+
 async def test_unique_violations_are_conflicts_and_missing_rows_not_found(db):
     await db.transact(_agent)
     with pytest.raises(storage.Conflict):

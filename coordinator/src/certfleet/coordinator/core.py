@@ -115,13 +115,16 @@ class CoordinatorBase:
         one-time token (``("enrollment-token", id)``).
         """
         actor_type, actor_id = actor or (str(call.principal.kind), call.principal.id)
-        audit.append(tx, audit.AuditRecord(
+        event = audit.AuditRecord(
             at_ms=int(self._clock() * 1000), actor_type=actor_type, actor_id=actor_id,
             action=action or call.operation, resource_type=resource_type, resource_id=resource_id,
             outcome=outcome, request_id=call.meta.request_id, source_address=call.meta.source_address,
             body_sha256=call.meta.body_sha256,
             latency_ms=int((time.monotonic() - call.meta.started) * 1000) if call.meta.started else 0,
-            details=details or {}), key=self._audit_key)
+            details=details or {})
+        # Appended as the transaction's last work: the chain's lock (PostgreSQL) is
+        # then held for the append and the COMMIT only, not for the rest of the body.
+        tx.at_end(lambda: audit.append(tx, event, key=self._audit_key))
 
     async def record_refusal(self, call: Call, *, count_failure: bool, **fields: Any) -> int:
         """Audit a refused request; count it if authentication failed.

@@ -7,6 +7,7 @@ import binascii
 import urllib.parse
 from typing import Any
 
+import trio
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
@@ -44,36 +45,60 @@ class PkiOperations(CoordinatorBase):
 
     # --- CRL ------------------------------------------------------------------------------
 
-    def _build_crl(self, tx: Tx, issuer: dict[str, Any]) -> dict[str, Any]:
+    async def _rebuild_crl(self, issuer_id: str) -> dict[str, Any]:
+        """Build and store the issuer's CRL; returns the stored row.
+
+        The revoked entries are read and the CRL number taken in one transaction, the
+        CRL is built and signed outside any (at 100,000 entries that takes seconds,
+        which every other write, agents' requests included, would otherwise wait
+        for), and it is stored only if no newer one was stored meanwhile. A revocation
+        after the snapshot marks the issuer dirty again; a build that never got stored
+        leaves its number ahead of the stored CRL's, which makes the issuer due again.
+        """
         now = self.now()
-        revoked = [(r["serial"], r["revoked_at"], r["revocation_reason"] or "unspecified")
-                   for r in Certificates(tx).revoked_for_issuer(issuer["id"], now)]
-        number = Issuers(tx).take_crl_number(issuer["id"])
-        built = build_crl(self.authorities.authority(issuer), revoked, number=number, now=now, validity=CRL_VALIDITY)
+
+        def snapshot(tx: Tx) -> tuple[dict[str, Any], list[tuple[str, int, str]], int]:
+            issuer = Issuers(tx).get(issuer_id)
+            revoked = [(r["serial"], r["revoked_at"], r["revocation_reason"] or "unspecified")
+                       for r in Certificates(tx).revoked_for_issuer(issuer_id, now)]
+            return issuer, revoked, Issuers(tx).take_crl_number(issuer_id)
+
+        issuer, revoked, number = await self.database.transact(snapshot)
+        authority = self.authorities.authority(issuer)
+        built = await trio.to_thread.run_sync(
+            lambda: build_crl(authority, revoked, number=number, now=now, validity=CRL_VALIDITY))
         self.crl_builds += 1
-        Crls(tx).put(issuer_id=issuer["id"], number=number, der=base64.b64encode(built.der).decode(),
-                     this_update=built.this_update, next_update=built.next_update, etag=built.etag)
-        return Crls(tx).get(issuer["id"])  # type: ignore[return-value]
+
+        def store(tx: Tx) -> dict[str, Any]:
+            crls = Crls(tx)
+            current = crls.get(issuer_id)
+            if current is None or current["number"] < number:
+                crls.put(issuer_id=issuer_id, number=number, der=base64.b64encode(built.der).decode(),
+                         this_update=built.this_update, next_update=built.next_update, etag=built.etag)
+                return crls.get(issuer_id)  # type: ignore[return-value]
+            return current
+
+        return await self.database.transact(store)
 
     async def refresh_crls(self) -> int:
-        """Rebuild every CRL that is dirty for longer than the debounce, stale, or
-        missing; returns how many were built. Run periodically by the coordinator."""
+        """Rebuild every CRL that is dirty for longer than the debounce, stale, missing,
+        or whose last build was not stored; returns how many were built. Run
+        periodically by the coordinator."""
         now = self.now()
-
-        def refresh(tx: Tx) -> int:
-            due = Issuers(tx).crl_due(dirty_before=now - CRL_DEBOUNCE, stale_before=now - CRL_REFRESH)
-            for issuer in due:
-                self._build_crl(tx, issuer)
-            return len(due)
-
-        return await self.database.transact(refresh)
+        due = await self.database.transact(
+            lambda tx: Issuers(tx).crl_due(dirty_before=now - CRL_DEBOUNCE, stale_before=now - CRL_REFRESH))
+        for issuer in due:
+            await self._rebuild_crl(issuer["id"])
+        return len(due)
 
     async def pki_crl(self, call: Call) -> RawResponse:
-        def current(tx: Tx) -> dict[str, Any]:
+        def current(tx: Tx) -> tuple[str, dict[str, Any] | None]:
             issuer = self._issuer(tx, call.params["issuer"])
-            return Crls(tx).get(issuer["id"]) or self._build_crl(tx, issuer)
+            return issuer["id"], Crls(tx).get(issuer["id"])
 
-        crl = await self.database.transact(current)
+        issuer_id, crl = await self.database.transact(current)
+        if crl is None:
+            crl = await self._rebuild_crl(issuer_id)
         headers = {"ETag": crl["etag"], "Cache-Control": f"max-age={max(0, crl['next_update'] - self.now()) // 2}",
                    "Last-Modified": _http_date(crl["this_update"])}
         if call.headers.get("if-none-match") == crl["etag"]:

@@ -56,6 +56,31 @@ class Tx(Protocol):
 
     def all(self, sql: str, params: Params = ()) -> list[dict[str, Any]]: ...
 
+    def at_end(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` as the transaction's last work, after the body returned and just
+        before COMMIT (writes behind a lock that is held until COMMIT go here)."""
+
+
+class _Ending:
+    """What every engine's Tx shares: the work deferred to the end of the body."""
+
+    def __init__(self) -> None:
+        self._at_end: list[Callable[[], None]] = []
+
+    def at_end(self, fn: Callable[[], None]) -> None:
+        self._at_end.append(fn)
+
+    def _run_at_end(self) -> None:
+        # Deferred work may defer more; it runs in the order it was asked for.
+        while self._at_end:
+            self._at_end.pop(0)()
+
+
+def _run_body(fn: Callable[[Any], T], tx: _Ending) -> T:
+    result = fn(tx)
+    tx._run_at_end()
+    return result
+
 
 class Database(Protocol):
     dialect: str
@@ -69,10 +94,11 @@ class Database(Protocol):
 # --- SQLite ------------------------------------------------------------------------
 
 
-class _SqliteTx:
+class _SqliteTx(_Ending):
     dialect = "sqlite"
 
     def __init__(self, connection: sqlite3.Connection) -> None:
+        super().__init__()
         self._connection = connection
 
     def execute(self, sql: str, params: Params = ()) -> int:
@@ -175,12 +201,11 @@ class SqliteDatabase:
 
     def _run_group(self, group: list[_Unit]) -> None:
         connection = self._connection
-        tx = _SqliteTx(connection)
         if len(group) == 1:
             unit = group[0]
             connection.execute("BEGIN IMMEDIATE")
             try:
-                unit.result = unit.fn(tx)
+                unit.result = _run_body(unit.fn, _SqliteTx(connection))
             except BaseException as exc:
                 unit.error = exc
                 if connection.in_transaction:
@@ -195,7 +220,7 @@ class SqliteDatabase:
                 connection.execute("BEGIN IMMEDIATE")
             connection.execute("SAVEPOINT unit")
             try:
-                unit.result = unit.fn(tx)
+                unit.result = _run_body(unit.fn, _SqliteTx(connection))
             except BaseException as exc:
                 unit.error = exc
                 if connection.in_transaction:
@@ -242,10 +267,11 @@ def _finish(units: list[_Unit]) -> None:
 # --- PostgreSQL --------------------------------------------------------------------
 
 
-class _PostgresTx:
+class _PostgresTx(_Ending):
     dialect = "postgresql"
 
     def __init__(self, connection: Any) -> None:
+        super().__init__()
         self._connection = connection
 
     @staticmethod
@@ -320,7 +346,7 @@ class PostgresDatabase:
     def transact_sync(self, fn: Callable[[Tx], T]) -> T:
         with self._pool.connection() as connection:
             with connection.transaction():
-                return fn(_PostgresTx(connection))
+                return _run_body(fn, _PostgresTx(connection))
 
     async def transact(self, fn: Callable[[Tx], T]) -> T:
         return await trio.to_thread.run_sync(self.transact_sync, fn, limiter=self._limiter)

@@ -94,11 +94,12 @@ class Issuers:
         self.tx.execute("UPDATE issuers SET crl_dirty_since = COALESCE(crl_dirty_since, ?) WHERE id = ?", (now, id))
 
     def crl_due(self, *, dirty_before: int, stale_before: int) -> list[dict[str, Any]]:
-        """Issuers whose CRL is dirty long enough, stale, or missing."""
+        """Issuers whose CRL is dirty long enough, stale, or missing, or whose last
+        CRL number taken was never stored (a build cut short)."""
         return self.tx.all(
             "SELECT i.* FROM issuers i LEFT JOIN crls c ON c.issuer_id = i.id"
             " WHERE i.status IN ('active', 'retiring') AND i.certificate_pem IS NOT NULL"
-            "  AND (c.issuer_id IS NULL OR i.crl_dirty_since <= ? OR c.this_update <= ?)",
+            "  AND (c.issuer_id IS NULL OR i.crl_dirty_since <= ? OR c.this_update <= ? OR c.number < i.crl_number)",
             (dirty_before, stale_before))
 
     def take_crl_number(self, id: str) -> int:
