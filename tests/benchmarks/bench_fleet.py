@@ -183,7 +183,7 @@ async def run(ctx: BenchContext, backend: str) -> Section:
     async with ctx.coordinator(backend, "fleet") as (coordinator, api):
         ctx.log(f"fleet/{backend}: enrolling {largest + PROBES} agents")
         started = trio.current_time()
-        agents = await enroll_agents(coordinator, api, largest + PROBES, concurrency=16)
+        agents = await enroll_agents(coordinator, api, largest + PROBES, concurrency=32)
         enroll_rate = len(agents) / (trio.current_time() - started)
         section.notes.append(f"Enrolled {len(agents):,} agents through the API at {enroll_rate:.0f}/s "
                              "(one N-use enrollment token, one POST /api/v1/agent/enroll each).")
@@ -280,7 +280,7 @@ async def _storm(ctx: BenchContext, backend: str, section: Section, coordinator,
     ctx.log(f"fleet/{backend}: creating {size:,} certificates for the storm ({per_agent} on each of "
             f"{len(agents):,} agents)")
     started = trio.current_time()
-    ids = await create_certificates(api, agents, per_agent=per_agent, concurrency=16, prefix="storm", tags=["storm"])
+    ids = await create_certificates(api, agents, per_agent=per_agent, concurrency=32, prefix="storm", tags=["storm"])
     created = trio.current_time() - started
     async with trio.open_nursery() as nursery:
         stats = FleetStats()

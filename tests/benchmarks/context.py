@@ -27,7 +27,7 @@ class Sizes:
     issuance_per_client: int = 50
     """At most 50: an agent is handed at most 50 orders per poll."""
     baseline_seconds: float = 4.0
-    fleet_sizes: tuple[int, ...] = (1000, 4000, 10000)
+    fleet_sizes: tuple[int, ...] = (1000, 10000)
     poll_wait: int = 25
     window_seconds: float = 15.0
     dispatch_rate: float = 5.0
@@ -74,7 +74,7 @@ class BenchContext:
         process = await trio.to_thread.run_sync(lambda: CoordinatorProcess(root, backend, self.postgres_url))
         api: Api | None = None
         try:
-            api = await Api.bootstrap(process)
+            api = await Api.bootstrap(process, size=16)
             yield process, api
         finally:
             with trio.CancelScope(shield=True):
