@@ -201,18 +201,6 @@ class SqliteDatabase:
 
     def _run_group(self, group: list[_Unit]) -> None:
         connection = self._connection
-        if len(group) == 1:
-            unit = group[0]
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                unit.result = _run_body(unit.fn, _SqliteTx(connection))
-            except BaseException as exc:
-                unit.error = exc
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
-                return
-            self._commit(group)
-            return
         connection.execute("BEGIN IMMEDIATE")
         committed: list[_Unit] = []
         for unit in group:
@@ -241,8 +229,9 @@ class SqliteDatabase:
         try:
             self._connection.execute("COMMIT")
         except BaseException as exc:
-            if self._connection.in_transaction:
-                self._connection.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):
+                if self._connection.in_transaction:
+                    self._connection.execute("ROLLBACK")
             _fail(units, StorageError(f"COMMIT failed: {exc}"))
 
     async def close(self) -> None:
