@@ -79,6 +79,79 @@ async def test_work_deferred_to_the_end_runs_in_order_before_commit_and_not_afte
     assert [a["id"] for a in await db.transact(lambda tx: Agents(tx).list())] == ["agt_end"]
 
 
+async def test_collected_work_is_flushed_once_with_everything_in_order(db):
+    flushes: list[list[str]] = []
+
+    def flush(items):
+        flushes.append(items)
+        if items == ["a", "b"]:
+            # Collected while the flush runs: a list of its own, flushed after this one.
+            tx_ref[0].collect_at_end("names", flush).append("late")
+
+    tx_ref: list = []
+
+    def body(tx):
+        tx_ref[:] = [tx]
+        tx.collect_at_end("names", flush).append("a")
+        # Deferred work runs in the order it was asked for: after the first flush.
+        tx.at_end(lambda: tx.collect_at_end("names", flush).append("c"))
+        tx.collect_at_end("names", flush).append("b")
+        return "done"
+
+    assert await db.transact(body) == "done"
+    assert flushes == [["a", "b"], ["late", "c"]]
+
+    def failing(tx):
+        tx.collect_at_end("names", flush).append("never")
+        raise RuntimeError("the body failed")
+
+    with pytest.raises(RuntimeError):
+        await db.transact(failing)
+    assert flushes == [["a", "b"], ["late", "c"]]
+
+
+async def test_a_transaction_going_ahead_passes_the_ones_waiting(db):
+    import threading
+
+    import trio
+    import trio.testing
+
+    release = threading.Event()
+    entered = threading.Semaphore(0)
+    finished: list[str] = []
+
+    def request(name):
+        def body(tx):
+            tx.one("SELECT 1 AS ok")
+            entered.release()
+            release.wait(30)
+            finished.append(name)
+        return body
+
+    # Requests that hold the database until released: SQLite's one writer, or every
+    # PostgreSQL connection of the requests' share; then two more that must wait.
+    holding = 1 if db.dialect == "sqlite" else 10
+    async with trio.open_nursery() as nursery:
+        for n in range(holding):
+            nursery.start_soon(db.transact, request(f"request-{n}"))
+        for _ in range(holding):
+            await trio.to_thread.run_sync(entered.acquire)
+        for n in range(holding, holding + 2):
+            nursery.start_soon(db.transact, request(f"request-{n}"))
+        await trio.testing.wait_all_tasks_blocked()
+        if db.dialect == "sqlite":
+            nursery.start_soon(lambda: db.transact(lambda tx: finished.append("upkeep"), ahead=True))
+            await trio.testing.wait_all_tasks_blocked()
+            release.set()
+        else:
+            # A connection of its own: it commits while every request still waits.
+            await db.transact(lambda tx: finished.append("upkeep"), ahead=True)
+            release.set()
+    expected_first = ["request-0", "upkeep"] if db.dialect == "sqlite" else ["upkeep"]
+    assert finished[:len(expected_first)] == expected_first
+    assert sorted(finished) == sorted(["upkeep", *(f"request-{n}" for n in range(holding + 2))])
+
+
 async def test_unique_violations_are_conflicts_and_missing_rows_not_found(db):
     await db.transact(_agent)
     with pytest.raises(storage.Conflict):

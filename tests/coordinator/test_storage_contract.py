@@ -451,6 +451,23 @@ async def test_audit_record_stores_details_as_json_and_chains(db):
     assert report.ok and report.events == 2
 
 
+async def test_audit_events_appended_together_chain_like_one_at_a_time(db):
+    await db.transact(lambda tx: audit.append(tx, _record(), key=CHAIN_KEY))
+    # More events than one INSERT carries, so the rows are written in several.
+    records = [_record(resource_id=f"cert-{n}", details={"n": n}) for n in range(audit._INSERT_ROWS + 7)]
+    ids = await db.transact(lambda tx: audit.append_all(tx, records, key=CHAIN_KEY))
+    assert ids == list(range(2, len(records) + 2))
+    assert await db.transact(lambda tx: audit.append_all(tx, [], key=CHAIN_KEY)) == []
+    assert await db.transact(lambda tx: audit.append(tx, _record(action="certificates.revoke"), key=CHAIN_KEY)) \
+        == len(records) + 2
+
+    rows = await db.transact(lambda tx: tx.all("SELECT * FROM audit_events ORDER BY id"))
+    assert [row["resource_id"] for row in rows[1:-1]] == [r.resource_id for r in records]
+    assert all(rows[n]["prev_hash"] == rows[n - 1]["hash"] for n in range(1, len(rows)))
+    report = await audit.verify_chain(db, key=CHAIN_KEY, page=100)
+    assert report.ok and report.events == len(records) + 2
+
+
 async def test_audit_event_rolls_back_with_its_transaction(db):
     def change_and_fail(tx):
         Meta(tx).insert("k", "v")

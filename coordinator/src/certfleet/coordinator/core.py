@@ -122,9 +122,9 @@ class CoordinatorBase:
             body_sha256=call.meta.body_sha256,
             latency_ms=int((time.monotonic() - call.meta.started) * 1000) if call.meta.started else 0,
             details=details or {})
-        # Appended as the transaction's last work: the chain's lock (PostgreSQL) is
-        # then held for the append and the COMMIT only, not for the rest of the body.
-        tx.at_end(lambda: audit.append(tx, event, key=self._audit_key))
+        # Appended as the transaction's last work, all of its events together: the
+        # chain's lock (PostgreSQL) is then held for the append and the COMMIT only.
+        tx.collect_at_end("audit", lambda events: audit.append_all(tx, events, key=self._audit_key)).append(event)
 
     async def record_refusal(self, call: Call, *, count_failure: bool, **fields: Any) -> int:
         """Audit a refused request; count it if authentication failed.

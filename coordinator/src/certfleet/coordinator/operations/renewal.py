@@ -115,7 +115,7 @@ class RenewalOperations(ApprovalOperations):
 
         started_ids: list[str] = []
         while True:
-            started = await self.database.transact(start)
+            started = await self.database.transact(start, ahead=True)
             for certificate in started:
                 self.wake(certificate["agent_id"])
             started_ids += [c["id"] for c in started]

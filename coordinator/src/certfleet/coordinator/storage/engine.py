@@ -60,15 +60,29 @@ class Tx(Protocol):
         """Run ``fn`` as the transaction's last work, after the body returned and just
         before COMMIT (writes behind a lock that is held until COMMIT go here)."""
 
+    def collect_at_end(self, name: str, flush: Callable[[list[Any]], None]) -> list[Any]:
+        """A list, the same for every call with ``name`` until it is flushed: at the end
+        of the body ``flush`` gets everything appended to it in one call (a hundred
+        deferred writes become one statement instead of a hundred round trips)."""
+
 
 class _Ending:
     """What every engine's Tx shares: the work deferred to the end of the body."""
 
     def __init__(self) -> None:
         self._at_end: list[Callable[[], None]] = []
+        self._collected: dict[str, list[Any]] = {}
 
     def at_end(self, fn: Callable[[], None]) -> None:
         self._at_end.append(fn)
+
+    def collect_at_end(self, name: str, flush: Callable[[list[Any]], None]) -> list[Any]:
+        items = self._collected.get(name)
+        if items is None:
+            items = self._collected[name] = []
+            # Popped before the flush: whatever is collected while it runs starts a new list.
+            self.at_end(lambda: flush(self._collected.pop(name)))
+        return items
 
     def _run_at_end(self) -> None:
         # Deferred work may defer more; it runs in the order it was asked for.
@@ -85,8 +99,12 @@ def _run_body(fn: Callable[[Any], T], tx: _Ending) -> T:
 class Database(Protocol):
     dialect: str
 
-    async def transact(self, fn: Callable[[Tx], T]) -> T:
-        """Run ``fn`` in one transaction: committed if it returns, rolled back if it raises."""
+    async def transact(self, fn: Callable[[Tx], T], *, ahead: bool = False) -> T:
+        """Run ``fn`` in one transaction: committed if it returns, rolled back if it raises.
+
+        ``ahead`` lets the coordinator's own upkeep (one transaction at a time) pass the
+        requests waiting for the database: under a flood of agent requests a renewal
+        round would otherwise wait its turn behind hundreds of them, batch after batch."""
 
     async def close(self) -> None: ...
 
@@ -161,12 +179,15 @@ class SqliteDatabase:
         self._writer = threading.Thread(target=self._write_loop, name="certfleet-sqlite-writer", daemon=True)
         self._writer.start()
 
-    async def transact(self, fn: Callable[[Tx], T]) -> T:
+    async def transact(self, fn: Callable[[Tx], T], *, ahead: bool = False) -> T:
         unit = _Unit(fn, trio.lowlevel.current_trio_token())
         with self._wakeup:
             if self._closed:
                 raise StorageError("the database is closed")
-            self._queue.append(unit)
+            if ahead:
+                self._queue.appendleft(unit)
+            else:
+                self._queue.append(unit)
             self._wakeup.notify()
         # Once queued the body runs to its end, as it did in a worker thread: a
         # cancellation takes effect after the caller has its result.
@@ -321,7 +342,8 @@ class PostgresDatabase:
         self._pool = ConnectionPool(
             url,
             min_size=1,
-            max_size=max_size,
+            # One connection beyond the requests' share, kept for work that goes ahead.
+            max_size=max_size + 1,
             kwargs={"row_factory": dict_row, "autocommit": False},
             open=False,
         )
@@ -331,14 +353,16 @@ class PostgresDatabase:
             self._pool.close()
             raise StorageError(f"cannot connect to PostgreSQL: {exc}") from exc
         self._limiter = trio.CapacityLimiter(max_size)
+        self._ahead_limiter = trio.CapacityLimiter(1)
 
     def transact_sync(self, fn: Callable[[Tx], T]) -> T:
         with self._pool.connection() as connection:
             with connection.transaction():
                 return _run_body(fn, _PostgresTx(connection))
 
-    async def transact(self, fn: Callable[[Tx], T]) -> T:
-        return await trio.to_thread.run_sync(self.transact_sync, fn, limiter=self._limiter)
+    async def transact(self, fn: Callable[[Tx], T], *, ahead: bool = False) -> T:
+        limiter = self._ahead_limiter if ahead else self._limiter
+        return await trio.to_thread.run_sync(self.transact_sync, fn, limiter=limiter)
 
     async def close(self) -> None:
         await trio.to_thread.run_sync(self._pool.close)
