@@ -26,7 +26,7 @@ class Sizes:
     issuance_clients: int = 40
     issuance_per_client: int = 50
     """At most 50: an agent is handed at most 50 orders per poll."""
-    baseline_seconds: float = 4.0
+    baseline_seconds: float = 3.0
     fleet_sizes: tuple[int, ...] = (1000, 10000)
     poll_wait: int = 25
     window_seconds: float = 15.0
@@ -40,7 +40,7 @@ class Sizes:
     certificate per agent would measure the polling, not the renewal."""
     storm_timeout: float = 900.0
     ocsp_certificates: int = 200
-    ocsp_seconds: float = 4.0
+    ocsp_seconds: float = 3.0
     crl_sizes: tuple[int, ...] = (1000, 10000, 100000)
     crl_revokes: int = 20
     agent_idle_seconds: float = 60.0
