@@ -30,11 +30,6 @@ from .storage import StorageError
 __all__ = ["main"]
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-SERVE_SWITCH_INTERVAL = 0.0005
-"""Seconds the busy event loop may hold the GIL while a database thread waits for it.
-Every statement's round trip (psycopg waiting on the server, sqlite3 stepping) gives
-the GIL up and must take it back; at Python's default of 5 ms a transaction of a few
-hundred statements beside a busy loop waited seconds for nothing but the GIL."""
 REASONS = ["unspecified", "key-compromise", "ca-compromise", "affiliation-changed", "superseded",
            "cessation-of-operation", "certificate-hold", "privilege-withdrawn", "aa-compromise"]
 
@@ -706,7 +701,6 @@ def main(argv: list[str] | None = None) -> int:
             from .server import run_coordinator
 
             settings = Settings.from_env(data_dir=args.data_dir, listen=args.listen, tls_sans=tuple(args.tls_san))
-            sys.setswitchinterval(SERVE_SWITCH_INTERVAL)
             trio.run(functools.partial(run_coordinator, settings, shutdown_trigger=_termination_signal))
             return 0
         if args.command == "demo":
