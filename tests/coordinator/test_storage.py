@@ -82,16 +82,16 @@ async def test_work_deferred_to_the_end_runs_in_order_before_commit_and_not_afte
 async def test_collected_work_is_flushed_once_with_everything_in_order(db):
     flushes: list[list[str]] = []
 
-    def flush(items):
-        flushes.append(items)
-        if items == ["a", "b"]:
-            # Collected while the flush runs: a list of its own, flushed after this one.
-            tx_ref[0].collect_at_end("names", flush).append("late")
-
-    tx_ref: list = []
+    def flusher(tx):
+        def flush(items):
+            flushes.append(items)
+            if items == ["a", "b"]:
+                # Collected while the flush runs: a list of its own, flushed after this one.
+                tx.collect_at_end("names", flush).append("late")
+        return flush
 
     def body(tx):
-        tx_ref[:] = [tx]
+        flush = flusher(tx)
         tx.collect_at_end("names", flush).append("a")
         # Deferred work runs in the order it was asked for: after the first flush.
         tx.at_end(lambda: tx.collect_at_end("names", flush).append("c"))
@@ -102,7 +102,7 @@ async def test_collected_work_is_flushed_once_with_everything_in_order(db):
     assert flushes == [["a", "b"], ["late", "c"]]
 
     def failing(tx):
-        tx.collect_at_end("names", flush).append("never")
+        tx.collect_at_end("names", flusher(tx)).append("never")
         raise RuntimeError("the body failed")
 
     with pytest.raises(RuntimeError):
