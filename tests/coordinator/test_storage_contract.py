@@ -189,6 +189,35 @@ async def test_foreign_keys_are_enforced(db):
     assert await db.transact(lambda tx: tx.all("SELECT * FROM work_orders")) == []
 
 
+async def test_execute_many_writes_every_row_or_none_with_a_conflict(db):
+    rows = [(f"key-{n}", f"value-{n}") for n in range(3)]
+    await _seed(db, lambda tx: tx.execute_many("INSERT INTO meta (key, value) VALUES (?, ?)", rows))
+    with pytest.raises(storage.Conflict):
+        await db.transact(lambda tx: tx.execute_many("INSERT INTO meta (key, value) VALUES (?, ?)",
+                                                     [("key-3", "new"), ("key-1", "again")]))
+    stored = await db.transact(lambda tx: tx.all("SELECT key, value FROM meta WHERE key LIKE 'key-%' ORDER BY key"))
+    assert [(r["key"], r["value"]) for r in stored] == rows
+    await _seed(db, lambda tx: tx.execute_many("INSERT INTO meta (key, value) VALUES (?, ?)", []))
+
+
+async def test_rows_by_id_come_back_for_more_ids_than_one_statement_takes(db):
+    await _seed(db, _agent)
+    await _seed(db, _issuer_and_profile)
+    ids = [f"cert-{n:04}" for n in range(1203)]
+
+    def seed(tx):
+        for id in ids:
+            _certificate(tx, id)
+
+    await _seed(db, seed)
+    targets = await db.transact(lambda tx: Targets(tx).get_many(f"target-of-{id}" for id in ids))
+    assert sorted(targets) == sorted(f"target-of-{id}" for id in ids)
+    assert targets["target-of-cert-0600"]["agent_id"] == "agent-1"
+    with pytest.raises(storage.NotFound, match="target nowhere"):
+        await db.transact(lambda tx: Targets(tx).get_many(["target-of-cert-0001", "nowhere"]))
+    assert await db.transact(lambda tx: Profiles(tx).get_many([])) == {}
+
+
 async def test_sql_with_literal_percent_and_question_mark_runs_on_both_engines(db):
 
     def run(tx):

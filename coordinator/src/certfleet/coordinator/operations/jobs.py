@@ -38,13 +38,18 @@ class JobOperations(NotificationOperations):
     pickup_timeout = PICKUP_TIMEOUT
     silent_timeout = SILENT_TIMEOUT
 
-    def open_job(self, tx: Tx, call: Call, certificate: dict[str, Any], *, kind: str, state: JobState) -> dict:
-        job_id = new_id("job")
-        Jobs(tx).insert(id=job_id, certificate_id=certificate["id"], kind=kind, state=state,
-                        max_attempts=MAX_ATTEMPTS, now=self.now())
-        self.record(tx, call, action="job.open", resource_type="job", resource_id=job_id,
-                    details={"certificate_id": certificate["id"], "kind": kind, "state": str(state)})
-        return Jobs(tx).get(job_id)
+    def open_jobs(self, tx: Tx, call: Call, certificates: list[dict[str, Any]], *, kind: str,
+                  states: list[JobState]) -> list[dict[str, Any]]:
+        """A job of ``kind`` for each certificate, in the state beside it; the rows."""
+        job_ids = [new_id("job") for _ in certificates]
+        Jobs(tx).insert_many([(job_id, certificate["id"], str(state))
+                              for job_id, certificate, state in zip(job_ids, certificates, states, strict=True)],
+                             kind=kind, max_attempts=MAX_ATTEMPTS, now=self.now())
+        for job_id, certificate, state in zip(job_ids, certificates, states, strict=True):
+            self.record(tx, call, action="job.open", resource_type="job", resource_id=job_id,
+                        details={"certificate_id": certificate["id"], "kind": kind, "state": str(state)})
+        rows = Jobs(tx).get_many(job_ids)
+        return [rows[job_id] for job_id in job_ids]
 
     def job_event(self, tx: Tx, call: Call, job: dict[str, Any], event: JobEvent, reason: str,
                   **fields: Any) -> JobState:

@@ -85,13 +85,14 @@ class RenewalOperations(ApprovalOperations):
         certificates.set_renew_at(certificate_id, renew_at)
         return renew_at
 
-    def reusable_key_order(self, tx: Tx, certificate: dict[str, Any]) -> str | None:
-        """The order whose key a renewal reuses, when its policy opts in."""
-        policy_row = RenewalPolicies(tx).find(certificate["renewal_policy_id"] or "")
-        if not _policy(policy_row).reuse_key:
-            return None
-        version = Certificates(tx).latest_version(certificate["id"])
-        return version["order_id"] if version else None
+    def reusable_key_orders(self, tx: Tx, certificates: list[dict[str, Any]]) -> dict[str, str]:
+        """Certificate id → the order whose key its next issuance reuses, for the
+        certificates whose renewal policy opts in and that have a version."""
+        policies = RenewalPolicies(tx).find_many(
+            {c["renewal_policy_id"] for c in certificates if c["renewal_policy_id"]})
+        reusing = [c["id"] for c in certificates
+                   if _policy(policies.get(c["renewal_policy_id"] or "")).reuse_key]
+        return Certificates(tx).latest_order_ids(reusing) if reusing else {}
 
     async def start_due_renewals(self, batch: int = RENEWAL_BATCH) -> list[str]:
         """Start a renewal for every certificate whose time has come; returns their ids.
@@ -103,15 +104,15 @@ class RenewalOperations(ApprovalOperations):
         call = Call(SCHEDULER, operation="renewal.start")
 
         def start(tx: Tx) -> list[dict[str, Any]]:
-            started = []
             certificates = Certificates(tx)
-            for certificate in certificates.due_for_renewal(now, limit=batch):
-                certificates.set_renew_at(certificate["id"], None)
+            due = certificates.due_for_renewal(now, limit=batch)
+            certificates.set_renew_at_many([certificate["id"] for certificate in due], None)
+            for certificate in due:
                 self.record(tx, call, resource_type="certificate", resource_id=certificate["id"],
                             details={"reason": "renewal time reached"})
-                self.request_issuance(tx, call, certificate, kind="renewal")
-                started.append(certificate)
-            return started
+            if due:
+                self.request_issuances(tx, call, due, kind="renewal")
+            return due
 
         started_ids: list[str] = []
         while True:

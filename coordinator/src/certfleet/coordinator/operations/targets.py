@@ -12,6 +12,7 @@ counters here and per-target Prometheus series.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -59,11 +60,16 @@ class TargetOperations(CoordinatorBase):
     def trusted_settings(self, tx: Tx, target_id: str) -> wire.Target:
         """A target's settings, only if its row passes the integrity check: these become
         commands in a signed work order."""
-        row = Targets(tx).get(target_id)
-        if not self.integrity.valid("targets", row):
-            raise errors.Conflict(f"target {row['name']} failed its integrity check and is not used;"
-                                  " recreate it", slug="target-integrity")
-        return msgspec.json.decode(row["settings"], type=wire.Target)
+        return self.trusted_settings_many(tx, [target_id])[target_id]
+
+    def trusted_settings_many(self, tx: Tx, target_ids: Iterable[str]) -> dict[str, wire.Target]:
+        """:meth:`trusted_settings` of several targets by id, read in one statement."""
+        rows = Targets(tx).get_many(target_ids)
+        for row in rows.values():
+            if not self.integrity.valid("targets", row):
+                raise errors.Conflict(f"target {row['name']} failed its integrity check and is not used;"
+                                      " recreate it", slug="target-integrity")
+        return {target_id: msgspec.json.decode(row["settings"], type=wire.Target) for target_id, row in rows.items()}
 
     def resolve_target(self, tx: Tx, id_or_name: str, *, agent_id: str) -> dict[str, Any]:
         row = Targets(tx).find(id_or_name)

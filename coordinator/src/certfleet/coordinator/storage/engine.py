@@ -17,7 +17,7 @@ import functools
 import sqlite3
 import threading
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -51,6 +51,10 @@ class Tx(Protocol):
 
     def execute(self, sql: str, params: Params = ()) -> int:
         """Run a statement; return the number of rows it changed."""
+
+    def execute_many(self, sql: str, rows: Sequence[Params]) -> None:
+        """Run one statement once per row of parameters, sent together (PostgreSQL:
+        pipeline mode, one wait for the server instead of one per row)."""
 
     def one(self, sql: str, params: Params = ()) -> dict[str, Any] | None: ...
 
@@ -120,8 +124,18 @@ class _SqliteTx(_Ending):
         self._connection = connection
 
     def execute(self, sql: str, params: Params = ()) -> int:
-        try:
+        with self._translated():
             return self._connection.execute(sql, tuple(params)).rowcount
+
+    def execute_many(self, sql: str, rows: Sequence[Params]) -> None:
+        with self._translated():
+            self._connection.executemany(sql, [tuple(row) for row in rows])
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _translated() -> Iterator[None]:
+        try:
+            yield
         except sqlite3.IntegrityError as exc:
             if "UNIQUE" in str(exc) or "PRIMARY KEY" in str(exc):
                 raise Conflict(str(exc)) from exc
@@ -302,13 +316,28 @@ class _PostgresTx(_Ending):
         return "".join(out)
 
     def execute(self, sql: str, params: Params = ()) -> int:
+        with self._translated():
+            return self._run(sql, params).rowcount
+
+    def execute_many(self, sql: str, rows: Sequence[Params]) -> None:
+        if len(rows) == 1:
+            # For one row a pipeline costs more than it saves (about 1.5x a plain statement
+            # here; 200 rows went 2.5-3.4x faster than 200 statements).
+            self.execute(sql, rows[0])
+        elif rows:
+            with self._translated(), self._connection.cursor() as cursor:
+                cursor.executemany(self._sql(sql), [tuple(row) for row in rows])
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _translated() -> Iterator[None]:
         import psycopg.errors
 
         # A failed statement aborts a PostgreSQL transaction, so a Conflict ends the
         # unit of work on both engines; callers that expect duplicates write
         # ``ON CONFLICT DO NOTHING`` instead of catching.
         try:
-            return self._run(sql, params).rowcount
+            yield
         except psycopg.errors.UniqueViolation as exc:
             raise Conflict(str(exc).splitlines()[0]) from exc
         except psycopg.errors.RaiseException as exc:

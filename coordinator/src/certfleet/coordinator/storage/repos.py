@@ -8,6 +8,7 @@ Methods are named for the entity; a missing row raises :class:`NotFound`.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,31 @@ __all__ = [
     "Targets",
     "WorkOrders",
 ]
+
+
+# Ids per ``IN (...)`` list: far below either engine's limit on parameters.
+_IDS_PER_STATEMENT = 500
+
+
+def _by_id(tx: Tx, select: str, ids: Iterable[str], column: str = "id") -> dict[str, dict[str, Any]]:
+    """Rows of ``select ... WHERE {column} IN (ids)`` by their ``id``: a few statements
+    for any number of ids instead of one each."""
+    wanted, rows = sorted(set(ids)), {}
+    for start in range(0, len(wanted), _IDS_PER_STATEMENT):
+        chunk = wanted[start:start + _IDS_PER_STATEMENT]
+        for row in tx.all(f"{select} WHERE {column} IN ({', '.join('?' * len(chunk))})", chunk):
+            rows[row["id"]] = row
+    return rows
+
+
+def _all_by_id(tx: Tx, select: str, ids: Iterable[str], what: str) -> dict[str, dict[str, Any]]:
+    """:func:`_by_id`, with :class:`NotFound` for the first id that has no row."""
+    wanted = set(ids)
+    rows = _by_id(tx, select, wanted)
+    missing = wanted - rows.keys()
+    if missing:
+        raise NotFound(f"{what} {min(missing)}")
+    return rows
 
 
 def _required(row: dict[str, Any] | None, what: str) -> dict[str, Any]:
@@ -332,6 +358,10 @@ class Profiles:
     def get(self, name_or_id: str) -> dict[str, Any]:
         return _required(self.find(name_or_id), f"profile {name_or_id}")
 
+    def get_many(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """By id; every one must exist."""
+        return _all_by_id(self.tx, "SELECT * FROM profiles", ids, "profile")
+
     def list(self) -> list[dict[str, Any]]:
         return self.tx.all("SELECT * FROM profiles ORDER BY created_at, id")
 
@@ -349,12 +379,20 @@ class Jobs:
     TERMINAL = ("done", "failed", "cancelled")
 
     def insert(self, *, id: str, certificate_id: str, kind: str, state: str, max_attempts: int, now: int) -> None:
-        self.tx.execute(
+        self.insert_many([(id, certificate_id, state)], kind=kind, max_attempts=max_attempts, now=now)
+
+    def insert_many(self, jobs: list[tuple[str, str, str]], *, kind: str, max_attempts: int, now: int) -> None:
+        """Jobs of one kind: (id, certificate id, state) each."""
+        self.tx.execute_many(
             "INSERT INTO jobs (id, certificate_id, kind, state, max_attempts, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)", (id, certificate_id, kind, state, max_attempts, now, now))
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(id, certificate_id, kind, state, max_attempts, now, now) for id, certificate_id, state in jobs])
 
     def get(self, id: str) -> dict[str, Any]:
         return _required(self.tx.one("SELECT * FROM jobs WHERE id = ?", (id,)), f"job {id}")
+
+    def get_many(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        return _all_by_id(self.tx, "SELECT * FROM jobs", ids, "job")
 
     def active_for_certificate(self, certificate_id: str) -> dict[str, Any] | None:
         return self.tx.one("SELECT * FROM jobs WHERE certificate_id = ? AND state NOT IN (?, ?, ?)",
@@ -364,8 +402,17 @@ class Jobs:
         return self.tx.one("SELECT * FROM jobs WHERE order_id = ?", (order_id,))
 
     def update(self, id: str, now: int, **fields: Any) -> None:
-        columns = ", ".join(f"{name} = ?" for name in fields)
-        self.tx.execute(f"UPDATE jobs SET {columns}, updated_at = ? WHERE id = ?", (*fields.values(), now, id))
+        self.update_many({id: fields}, now)
+
+    def update_many(self, changes: dict[str, dict[str, Any]], now: int) -> None:
+        """Job id → the columns to set (names from code, never from a request); jobs
+        changing the same columns go in one batch."""
+        batches: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+        for id, fields in changes.items():
+            batches.setdefault(tuple(fields), []).append((*fields.values(), now, id))
+        for names, rows in batches.items():
+            columns = ", ".join(f"{name} = ?" for name in names)
+            self.tx.execute_many(f"UPDATE jobs SET {columns}, updated_at = ? WHERE id = ?", rows)
 
     def list(self, *, state: str | None = None, certificate_id: str | None = None,
              limit: int = 500) -> list[dict[str, Any]]:
@@ -452,6 +499,10 @@ class RenewalPolicies:
 
     def find(self, name_or_id: str) -> dict[str, Any] | None:
         return self.tx.one("SELECT * FROM renewal_policies WHERE id = ? OR name = ?", (name_or_id, name_or_id))
+
+    def find_many(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """By id; the ones that exist."""
+        return _by_id(self.tx, "SELECT * FROM renewal_policies", ids)
 
     def list(self) -> list[dict[str, Any]]:
         return self.tx.all("SELECT * FROM renewal_policies ORDER BY created_at, id")
@@ -584,6 +635,10 @@ class Targets:
     def get(self, id_or_name: str) -> dict[str, Any]:
         return _required(self.find(id_or_name), f"target {id_or_name}")
 
+    def get_many(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """By id; every one must exist."""
+        return _all_by_id(self.tx, "SELECT * FROM targets", ids, "target")
+
     def list(self, agent_id: str | None = None) -> list[dict[str, Any]]:
         if agent_id is not None:
             return self.tx.all("SELECT * FROM targets WHERE agent_id = ? ORDER BY name", (agent_id,))
@@ -651,13 +706,17 @@ class Certificates:
             "  ORDER BY created_at DESC, serial LIMIT 1)", (now, now))
 
     def set_status(self, id: str, status: str, now: int, last_error: str | None = None) -> None:
-        self.tx.execute(
-            "UPDATE certificates SET status = ?, last_error = ?, updated_at = ? WHERE id = ?",
-            (status, last_error, now, id),
-        )
+        self.set_status_many([id], status, now, last_error)
+
+    def set_status_many(self, ids: list[str], status: str, now: int, last_error: str | None = None) -> None:
+        self.tx.execute_many("UPDATE certificates SET status = ?, last_error = ?, updated_at = ? WHERE id = ?",
+                             [(status, last_error, now, id) for id in ids])
 
     def set_renew_at(self, id: str, renew_at: int | None) -> None:
-        self.tx.execute("UPDATE certificates SET renew_at = ? WHERE id = ?", (renew_at, id))
+        self.set_renew_at_many([id], renew_at)
+
+    def set_renew_at_many(self, ids: list[str], renew_at: int | None) -> None:
+        self.tx.execute_many("UPDATE certificates SET renew_at = ? WHERE id = ?", [(renew_at, id) for id in ids])
 
     def due_for_renewal(self, now: int, limit: int = 500) -> list[dict[str, Any]]:
         """Deployed certificates whose renewal time came, with no job in flight.
@@ -674,6 +733,13 @@ class Certificates:
     def latest_version(self, id: str) -> dict[str, Any] | None:
         return self.tx.one("SELECT * FROM certificate_versions WHERE certificate_id = ? ORDER BY created_at DESC,"
                            " serial LIMIT 1", (id,))
+
+    def latest_order_ids(self, ids: Iterable[str]) -> dict[str, str]:
+        """Certificate id → the order of its latest version, for those with a version."""
+        rows = _by_id(self.tx, "SELECT c.id, (SELECT order_id FROM certificate_versions WHERE certificate_id = c.id"
+                               " ORDER BY created_at DESC, serial LIMIT 1) AS order_id FROM certificates c", ids,
+                      column="c.id")
+        return {id: row["order_id"] for id, row in rows.items() if row["order_id"] is not None}
 
     def add_version(self, *, serial: str, certificate_id: str, order_id: str, issuer_id: str,
                     certificate_pem: str, public_key_sha256: str, fingerprint_sha256: str,
@@ -729,11 +795,17 @@ class WorkOrders:
 
     def insert(self, *, id: str, agent_id: str, certificate_id: str | None, kind: str,
                token: str, expires_at: int, now: int, target_id: str | None = None) -> None:
-        self.tx.execute(
+        self.insert_many([(id, agent_id, certificate_id, target_id, token)], kind=kind, expires_at=expires_at,
+                         now=now)
+
+    def insert_many(self, orders: list[tuple[str, str, str | None, str | None, str]], *, kind: str,
+                    expires_at: int, now: int) -> None:
+        """Queued orders of one kind: (id, agent id, certificate id, target id, token) each."""
+        self.tx.execute_many(
             "INSERT INTO work_orders (id, agent_id, certificate_id, target_id, kind, token, status,"
             " created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
-            (id, agent_id, certificate_id, target_id, kind, token, now, expires_at),
-        )
+            [(id, agent_id, certificate_id, target_id, kind, token, now, expires_at)
+             for id, agent_id, certificate_id, target_id, token in orders])
 
     def find_for_agent(self, id: str, agent_id: str) -> dict[str, Any]:
         """The order, only if it is addressed to ``agent_id`` (else NotFound: no leak)."""
