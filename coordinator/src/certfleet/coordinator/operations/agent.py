@@ -102,7 +102,8 @@ class AgentOperations(CoordinatorBase):
         key_sha256 = _spki_sha256(public_key)
         now = self.now()
 
-        def issue(tx: Tx) -> dict[str, Any]:
+        def issue(tx: Tx) -> tuple[dict[str, Any], str]:
+            """The version issued for this order and its issuer's chain."""
             order = WorkOrders(tx).find_for_agent(order_id, agent_id)
             if order["kind"] != OrderKind.ISSUE:
                 raise errors.Conflict("this work order does not take a CSR")
@@ -112,7 +113,7 @@ class AgentOperations(CoordinatorBase):
                 if existing["public_key_sha256"] != key_sha256:
                     raise errors.Conflict("a certificate for another key was already issued for this order",
                                           slug="order-already-issued")
-                return existing
+                return existing, Issuers(tx).get(existing["issuer_id"])["chain_pem"]
             if order["status"] not in WorkOrders.ACTIVE or order["expires_at"] <= now:
                 raise errors.Conflict(f"work order is {order['status']}", slug="order-not-active")
             certificate = certificates.get(order["certificate_id"])
@@ -131,12 +132,13 @@ class AgentOperations(CoordinatorBase):
                     slug="csr-names")
             issued, issuer = self.issue_under_profile(tx, certificate, public_key, parsed.key_type)
             leaf = issued.certificate
-            certificates.add_version(
+            version = dict(
                 serial=issued.serial_hex, certificate_id=certificate["id"], order_id=order_id,
                 issuer_id=issuer["id"], certificate_pem=issued.pem, public_key_sha256=key_sha256,
                 fingerprint_sha256=certificate_fingerprint(leaf),
                 not_before=int(leaf.not_valid_before_utc.timestamp()),
-                not_after=int(leaf.not_valid_after_utc.timestamp()), now=now)
+                not_after=int(leaf.not_valid_after_utc.timestamp()))
+            certificates.add_version(**version, now=now)
             certificates.set_status(certificate["id"], "issued", now)
             WorkOrders(tx).set_status(order_id, "issued", now)
             job = self.job_for_order(tx, order_id)
@@ -144,14 +146,10 @@ class AgentOperations(CoordinatorBase):
                 self.job_event(tx, call, job, JobEvent.ISSUED, f"serial {issued.serial_hex}")
             self.record(tx, call, resource_type="certificate", resource_id=certificate["id"],
                         details={"serial": issued.serial_hex, "order_id": order_id, "issuer_id": issuer["id"]})
-            return certificates.version_for_order(order_id)  # type: ignore[return-value]
-
-        def issue_with_chain(tx: Tx) -> tuple[dict[str, Any], str]:
-            version = issue(tx)
-            return version, Issuers(tx).get(version["issuer_id"])["chain_pem"]
+            return version, issuer["chain_pem"]
 
         started = time.monotonic()
-        version, chain = await self.database.transact(issue_with_chain)
+        version, chain = await self.database.transact(issue)
         self.telemetry.issuance_seconds.observe(time.monotonic() - started)
         return wire.CertificateBundle(certificate=version["certificate_pem"], chain=chain,
                                       serial=version["serial"], not_after=version["not_after"])
