@@ -83,12 +83,8 @@ class Fleet:
         for delivery in deliveries:
             order_id, certificate_id, csr = agent.prepare(delivery)
             self.stats.delivered.setdefault(certificate_id, trio.current_time())
-            if order_id in agent.executed:
-                continue
-            bundle = await agent.submit_csr(order_id, csr)
-            await agent.report(order_id, bundle)
-            agent.executed.add(order_id)
-            self.stats.executed += 1
+            if await agent.finish(order_id, csr):
+                self.stats.executed += 1
 
     async def _long_poll(self, agent: SimAgent, first_wait: int) -> None:
         # A fraction of a second first, so that first waits in whole seconds do not

@@ -260,6 +260,9 @@ class SimAgent:
     work_order_keys: dict[str, ed25519.Ed25519PublicKey]
     connection: Connection
     executed: set[str] = field(default_factory=set)
+    csrs: dict[str, str] = field(default_factory=dict)
+    """Order id → its CSR until the result is in: as an agent keeps an order's key in its
+    state, an order cut short after its CSR was answered is finished with the same key."""
 
     def _headers(self, method: str, path: str) -> list[tuple[str, str]]:
         token = sign_request_token(self.identity, agent_id=self.id, method=method, path=path, now=int(time.time()))
@@ -285,8 +288,11 @@ class SimAgent:
         order = verify_work_order(delivery.token, keys=self.work_order_keys, agent_id=self.id, now=time.time())
         payload = order.payload
         assert isinstance(payload, wire.IssueOrder)
-        key = generate_private_key(KeyType(payload.key_type))
-        return order.id, payload.certificate_id, build_csr(key, payload.names).decode()
+        csr = self.csrs.get(order.id)
+        if csr is None:
+            key = generate_private_key(KeyType(payload.key_type))
+            csr = self.csrs[order.id] = build_csr(key, payload.names).decode()
+        return order.id, payload.certificate_id, csr
 
     async def submit_csr(self, order_id: str, csr: str) -> wire.CertificateBundle:
         return await self.call("agent.csr", wire.CsrSubmission(csr=csr), order_id=order_id)
@@ -301,11 +307,17 @@ class SimAgent:
         """Run an issue order to the end (CSR, then result); ``False`` if it was
         already executed (the coordinator re-delivers until it has a result)."""
         order_id, _, csr = self.prepare(delivery)
+        return await self.finish(order_id, csr)
+
+    async def finish(self, order_id: str, csr: str) -> bool:
+        """Submit the CSR and report the deployment; ``False`` if done before."""
         if order_id in self.executed:
+            self.csrs.pop(order_id, None)
             return False
         bundle = await self.submit_csr(order_id, csr)
         await self.report(order_id, bundle)
         self.executed.add(order_id)
+        del self.csrs[order_id]
         return True
 
 
