@@ -215,6 +215,10 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("certificates.create", "POST", f"{API_BASE}/certificates", "cert.create", Auth.API_KEY,
               "Create a managed certificate bound to an agent and a target; queues an issue order.",
               input=wire.CertificateCreate, output=wire.CertificateInfo, status=201),
+    Operation("certificates.create-bulk", "POST", f"{API_BASE}/certificates/bulk", "cert.create", Auth.API_KEY,
+              f"Create up to {wire.BULK_CREATE_LIMIT} managed certificates in one transaction, all or none;"
+              " queues their issue orders.",
+              input=wire.CertificateCreateBulk, output=list[wire.CertificateInfo], status=201),
     Operation("certificates.list", "GET", f"{API_BASE}/certificates", "cert.read", Auth.API_KEY,
               "List managed certificates (those under profiles the caller may read).",
               output=list[wire.CertificateInfo]),

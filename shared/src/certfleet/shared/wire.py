@@ -336,6 +336,23 @@ class CertificateCreate(Message):
         return normalize_names([self.common_name, *self.sans])
 
 
+BULK_CREATE_LIMIT = 500
+
+
+class CertificateCreateBulk(Message):
+    """Several managed certificates created together (importing an inventory): all of
+    them, or none if any one is refused; the problem names the refused item's index."""
+
+    certificates: Annotated[list[CertificateCreate], msgspec.Meta(min_length=1, max_length=BULK_CREATE_LIMIT)]
+
+    def validate(self) -> None:
+        for index, certificate in enumerate(self.certificates):
+            try:
+                certificate.validate()
+            except msgspec.ValidationError as exc:
+                raise msgspec.ValidationError(f"certificates[{index}]: {exc}") from exc
+
+
 class CertificateInfo(Message):
     id: str
     names: list[str]

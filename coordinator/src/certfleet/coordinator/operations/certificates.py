@@ -213,37 +213,67 @@ class CertificateOperations(JobOperations, TargetOperations):
         return [order_id for order_id, *_ in orders]
 
     async def certificates_create(self, call: Call) -> wire.CertificateInfo:
-        body: wire.CertificateCreate = call.body
-        names = list(body.names())
-        certificate_id = new_id("crt")
+        return (await self._create_certificates(call, [call.body], indexed=False))[0]
 
-        def create(tx: Tx) -> dict[str, Any]:
-            profile = self.resolve_profile(tx, body.profile)
-            self.require_on_profile(call, "cert.create", profile)
-            policy = profile_policy(profile)
-            _check_policy(policy, key_type=body.key_type, names=names, lifetime=body.lifetime_seconds)
+    async def certificates_create_bulk(self, call: Call) -> list[wire.CertificateInfo]:
+        return await self._create_certificates(call, call.body.certificates, indexed=True)
+
+    async def _create_certificates(self, call: Call, bodies: list[wire.CertificateCreate], *,
+                                   indexed: bool) -> list[wire.CertificateInfo]:
+        """Create managed certificates and request their first issuance in one
+        transaction: all of them or none. ``indexed``: a refused item's problem names
+        its index. Profiles and agents are looked up once per transaction, and the
+        issuance requests go as one batch."""
+        certificate_ids = [new_id("crt") for _ in bodies]
+
+        def create(tx: Tx) -> list[dict[str, Any]]:
+            profiles: dict[str, dict[str, Any]] = {}
+            agents: set[str] = set()
+            for index, (certificate_id, body) in enumerate(zip(certificate_ids, bodies, strict=True)):
+                try:
+                    self._insert_certificate(tx, call, certificate_id, body, profiles, agents)
+                except errors.CertfleetError as exc:
+                    if indexed:
+                        exc.detail = f"certificates[{index}]: {exc.detail}"
+                    raise
+            certificates = Certificates(tx)
+            inserted = certificates.get_many(certificate_ids)
+            self.request_issuances(tx, call, [inserted[i] for i in certificate_ids])
+            created = certificates.get_many(certificate_ids)
+            return [created[i] for i in certificate_ids]
+
+        rows = await self.database.transact(create)
+        for agent_id in {body.agent_id for body in bodies}:
+            self.wake(agent_id)
+        return [certificate_info(row) for row in rows]
+
+    def _insert_certificate(self, tx: Tx, call: Call, certificate_id: str, body: wire.CertificateCreate,
+                            profiles: dict[str, dict[str, Any]], agents: set[str]) -> None:
+        """Check one certificate against its profile, agent and target and insert it;
+        ``profiles`` (name or id → row) and ``agents`` (ids known to exist) are what
+        this transaction has looked up so far."""
+        names = list(body.names())
+        profile = profiles.get(body.profile)
+        if profile is None:
+            profile = profiles[body.profile] = self.resolve_profile(tx, body.profile)
+        self.require_on_profile(call, "cert.create", profile)
+        _check_policy(profile_policy(profile), key_type=body.key_type, names=names, lifetime=body.lifetime_seconds)
+        if body.agent_id not in agents:
             if Agents(tx).find(body.agent_id) is None:
                 raise errors.UnprocessableEntity(f"no agent {body.agent_id!r}", slug="unknown-agent")
-            certificates = Certificates(tx)
-            self._check_constraints(tx, profile, names)
-            if body.target_id is not None:
-                target = self.resolve_target(tx, body.target_id, agent_id=body.agent_id)
-            else:
-                # An inline target becomes a target of its own, named after the certificate.
-                target = self.create_target(tx, call, name=certificate_id, agent_id=body.agent_id,
-                                            settings=body.target)
-            certificates.insert(id=certificate_id, names=names, key_type=str(body.key_type),
+            agents.add(body.agent_id)
+        self._check_constraints(tx, profile, names)
+        if body.target_id is not None:
+            target = self.resolve_target(tx, body.target_id, agent_id=body.agent_id)
+        else:
+            # An inline target becomes a target of its own, named after the certificate.
+            target = self.create_target(tx, call, name=certificate_id, agent_id=body.agent_id, settings=body.target)
+        Certificates(tx).insert(id=certificate_id, names=names, key_type=str(body.key_type),
                                 lifetime_seconds=body.lifetime_seconds, agent_id=body.agent_id,
-                                profile_id=profile["id"], target_id=target["id"], now=self.now(),
-                                tags=body.tags, renewal_policy_id=self.resolve_renewal_policy(tx, body.renewal_policy))
-            self.record(tx, call, resource_type="certificate", resource_id=certificate_id,
-                        details={"names": names, "agent_id": body.agent_id, "profile_id": profile["id"]})
-            self.request_issuance(tx, call, certificates.get(certificate_id))
-            return certificates.get(certificate_id)
-
-        row = await self.database.transact(create)
-        self.wake(body.agent_id)
-        return certificate_info(row)
+                                profile_id=profile["id"], target_id=target["id"], now=self.now(), tags=body.tags,
+                                renewal_policy_id=self.resolve_renewal_policy(tx, body.renewal_policy))
+        self.record(tx, call, resource_type="certificate", resource_id=certificate_id,
+                    details={"names": names, "agent_id": body.agent_id, "profile_id": profile["id"]})
 
     async def certificates_list(self, call: Call) -> list[wire.CertificateInfo]:
         rows = await self.database.transact(lambda tx: Certificates(tx).list())

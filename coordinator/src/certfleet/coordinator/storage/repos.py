@@ -54,10 +54,10 @@ def _by_id(tx: Tx, select: str, ids: Iterable[str], column: str = "id") -> dict[
     return rows
 
 
-def _all_by_id(tx: Tx, select: str, ids: Iterable[str], what: str) -> dict[str, dict[str, Any]]:
+def _all_by_id(tx: Tx, select: str, ids: Iterable[str], what: str, column: str = "id") -> dict[str, dict[str, Any]]:
     """:func:`_by_id`, with :class:`NotFound` for the first id that has no row."""
     wanted = set(ids)
-    rows = _by_id(tx, select, wanted)
+    rows = _by_id(tx, select, wanted, column)
     missing = wanted - rows.keys()
     if missing:
         raise NotFound(f"{what} {min(missing)}")
@@ -689,6 +689,10 @@ class Certificates:
 
     def get(self, id: str) -> dict[str, Any]:
         return _required(self.tx.one(_CERTIFICATE_VIEW + " WHERE c.id = ?", (id,)), f"certificate {id}")
+
+    def get_many(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """By id, as :meth:`get` shows them; every one must exist."""
+        return _all_by_id(self.tx, _CERTIFICATE_VIEW, ids, "certificate", column="c.id")
 
     def list(self) -> list[dict[str, Any]]:
         return self.tx.all(_CERTIFICATE_VIEW + " ORDER BY c.created_at, c.id")
