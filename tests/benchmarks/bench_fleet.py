@@ -281,7 +281,7 @@ async def _storm(ctx: BenchContext, backend: str, section: Section, coordinator,
     ctx.log(f"fleet/{backend}: creating {size:,} certificates for the storm ({per_agent} on each of "
             f"{len(agents):,} agents)")
     started = trio.current_time()
-    ids = await create_certificates(api, agents, per_agent=per_agent, concurrency=32, prefix="storm", tags=["storm"])
+    ids = await create_certificates(api, agents, per_agent=per_agent, prefix="storm", tags=["storm"])
     created = trio.current_time() - started
     async with trio.open_nursery() as nursery:
         stats = FleetStats()

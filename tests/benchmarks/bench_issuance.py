@@ -96,7 +96,7 @@ async def run(ctx: BenchContext, backend: str) -> Section:
     async with ctx.coordinator(backend, "issuance") as (coordinator, api):
         ctx.log(f"issuance/{backend}: enrolling {clients} agents, creating {clients * per_client} certificates")
         agents = await enroll_agents(coordinator, api, clients)
-        await create_certificates(api, agents, per_agent=per_client, concurrency=8)
+        await create_certificates(api, agents, per_agent=per_client)
 
         async def collect(agent: SimAgent) -> list[tuple[SimAgent, str, str]]:
             deliveries = await agent.poll(0)

@@ -47,7 +47,7 @@ async def issue_certificates(coordinator: CoordinatorProcess, api, count: int) -
     (agent, certificate id) pairs)."""
     per_agent = 50
     agents = await enroll_agents(coordinator, api, -(-count // per_agent), prefix="ocsp")
-    ids = await create_certificates(api, agents, per_agent=per_agent, concurrency=8)
+    ids = await create_certificates(api, agents, per_agent=per_agent)
     ids = ids[:count]
     leaves: list[x509.Certificate] = []
     issuer: list[x509.Certificate] = []

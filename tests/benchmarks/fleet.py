@@ -43,6 +43,8 @@ __all__ = ["Api", "ApiFailed", "CoordinatorProcess", "Db", "SimAgent", "create_c
 
 BIN = Path(sys.executable).parent
 BOOTSTRAP_TOKEN = "bench-bootstrap-token-0123456789abcdef"
+BULK_CHUNK = 100
+"""Certificates per ``certificates.create-bulk`` call when setting up a benchmark."""
 
 
 class ApiFailed(Exception):
@@ -342,18 +344,20 @@ async def enroll_agents(coordinator: CoordinatorProcess, api: Api, count: int, *
         await anonymous.aclose()
 
 
-async def create_certificates(api: Api, agents: list[SimAgent], *, per_agent: int = 1, concurrency: int = 8,
+async def create_certificates(api: Api, agents: list[SimAgent], *, per_agent: int = 1, concurrency: int = 4,
                               lifetime: int = 90 * 86400, prefix: str = "bench", tags: list[str] | None = None,
                               key_type: KeyType = KeyType.EC_P256) -> list[str]:
-    """``certificates.create`` for each agent (an inline file target each); returns ids."""
-    jobs = [(agent, n) for agent in agents for n in range(per_agent)]
+    """Certificates for each agent (an inline file target each) through
+    ``certificates.create-bulk``, ``BULK_CHUNK`` per call; returns ids in order."""
+    names = [(agent, f"{prefix}-{agent.id[4:16]}-{n}.bench.test") for agent in agents for n in range(per_agent)]
+    requests = [wire.CertificateCreate(common_name=name, agent_id=agent.id,
+                                       target=wire.FileTarget(directory=f"/srv/bench/{name}"),
+                                       lifetime_seconds=lifetime, tags=tags or [], key_type=key_type)
+                for agent, name in names]
+    chunks = [requests[start:start + BULK_CHUNK] for start in range(0, len(requests), BULK_CHUNK)]
 
-    async def create(job: tuple[SimAgent, int]) -> str:
-        agent, n = job
-        name = f"{prefix}-{agent.id[4:16]}-{n}.bench.test"
-        info = await api.call("certificates.create", wire.CertificateCreate(
-            common_name=name, agent_id=agent.id, target=wire.FileTarget(directory=f"/srv/bench/{name}"),
-            lifetime_seconds=lifetime, tags=tags or [], key_type=key_type))
-        return info.id
+    async def create(chunk: list[wire.CertificateCreate]) -> list[str]:
+        created = await api.call("certificates.create-bulk", wire.CertificateCreateBulk(certificates=chunk))
+        return [info.id for info in created]
 
-    return await gather(jobs, create, concurrency=concurrency)
+    return [id for ids in await gather(chunks, create, concurrency=concurrency) for id in ids]
