@@ -3,6 +3,7 @@ grants, approvals, revocation and the audit trail."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 
@@ -76,3 +77,37 @@ def test_pki_and_access_administration_through_the_cli(coordinator, tmp_path):
     verified = subprocess.run([str(BIN / "certfleet"), "audit", "verify", "--data-dir", str(coordinator.data_dir)],
                               env=env, capture_output=True, text=True, timeout=60)
     assert verified.returncode == 0 and "audit chain OK" in verified.stdout, verified.stdout + verified.stderr
+
+
+def test_certificates_created_in_bulk_from_a_file(coordinator, tmp_path):
+    cli = coordinator.cli
+    agent = AgentHost(tmp_path, coordinator)
+    inventory = tmp_path / "inventory.json"
+    inventory.write_text(json.dumps([
+        {"common_name": f"web{n}.example.test", "agent_id": agent.agent_id, "tags": ["imported"],
+         "target": {"kind": "file", "directory": str(tmp_path / f"web{n}")}} for n in range(3)]))
+    created = cli("certificates", "create-bulk", str(inventory))
+    assert [(c["names"], c["status"]) for c in created] == [
+        ([f"web{n}.example.test"], "pending") for n in range(3)]
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CERTFLEET_")}
+    env.update(CERTFLEET_URL=coordinator.url, CERTFLEET_CA_BUNDLE=str(coordinator.ca_path),
+               CERTFLEET_API_KEY=coordinator.api_key)
+    refusals = {
+        "no target": ([{"common_name": "x.example.test", "agent_id": agent.agent_id}], "certificates[0]"),
+        "unknown agent": ({"certificates": [
+            {"common_name": "y.example.test", "agent_id": agent.agent_id,
+             "target": {"kind": "file", "directory": str(tmp_path / "y")}},
+            {"common_name": "z.example.test", "agent_id": "agt_nobody",
+             "target": {"kind": "file", "directory": str(tmp_path / "z")}}]}, "certificates[1]: no agent"),
+        "not json": ("[{", "inventory.json"),
+    }
+    for label, (content, expected) in refusals.items():
+        inventory.write_text(content if isinstance(content, str) else json.dumps(content))
+        completed = subprocess.run([str(BIN / "certfleet"), "certificates", "create-bulk", str(inventory)],
+                                   env=env, capture_output=True, text=True, timeout=60)
+        assert completed.returncode != 0 and expected in completed.stderr, (label, completed.stderr)
+    missing = subprocess.run([str(BIN / "certfleet"), "certificates", "create-bulk", str(tmp_path / "absent.json")],
+                             env=env, capture_output=True, text=True, timeout=60)
+    assert missing.returncode != 0 and "cannot read" in missing.stderr
+    assert sorted(c["names"][0] for c in cli("certificates", "list")) == [f"web{n}.example.test" for n in range(3)]

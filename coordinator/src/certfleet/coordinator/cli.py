@@ -150,6 +150,10 @@ def _parser() -> argparse.ArgumentParser:
     revoke = certificates.add_parser("revoke", help="revoke every unexpired version")
     revoke.add_argument("certificate_id")
     revoke.add_argument("--reason", default="unspecified", choices=REASONS)
+    create_bulk = certificates.add_parser(
+        "create-bulk", help=f"create up to {wire.BULK_CREATE_LIMIT} certificates from a JSON file, all or none")
+    create_bulk.add_argument("file", help='{"certificates": [...]} or the list alone, each entry as the API\'s'
+                                          ' certificates.create body; "-" reads standard input')
     bulk = certificates.add_parser("revoke-bulk", help="revoke everything matching a filter")
     bulk.add_argument("--reason", default="unspecified", choices=REASONS)
     for name in ("issuer", "profile", "agent", "tag"):
@@ -372,6 +376,21 @@ def _print(args: argparse.Namespace, value: Any, columns: list[str]) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
 
 
+def _bulk_request(path: str) -> wire.CertificateCreateBulk:
+    """The body of ``certificates create-bulk``: the file's certificates, checked here
+    first so a mistake is reported with its entry's index before anything is sent."""
+    try:
+        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    except OSError as exc:
+        raise SystemExit(f"certfleet: cannot read {path}: {exc.strerror}") from None
+    if data.lstrip().startswith(b"["):
+        data = b'{"certificates": ' + data + b"}"
+    try:
+        return wire.decode(data, wire.CertificateCreateBulk)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raise SystemExit(f"certfleet: {path}: {exc}") from None
+
+
 def _principal(text: str) -> tuple[str, str]:
     kind, sep, value = text.partition(":")
     if not sep or kind not in ("api-key", "user", "agent") or not value:
@@ -410,6 +429,8 @@ async def _run_api(api: ApiClient, args: argparse.Namespace) -> Any:
                                           key_type=KeyType(args.key_type), lifetime_seconds=args.lifetime,
                                           renewal_policy=args.renewal_policy)
             return await api.call("certificates.create", body), CERTIFICATE_COLUMNS, None
+        if action == "create-bulk":
+            return await api.call("certificates.create-bulk", _bulk_request(args.file)), CERTIFICATE_COLUMNS, None
         if action == "list":
             return await api.call("certificates.list"), CERTIFICATE_COLUMNS, None
         if action == "revoke":
