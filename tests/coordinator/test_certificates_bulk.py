@@ -89,12 +89,19 @@ async def test_each_item_needs_the_permission_on_its_own_profile(coordinator, tm
     api, _ = await admin_client(coordinator)
     agent = await enroll_agent(api, coordinator, tmp_path / "agent")
     agent_id = agent.config.agent_id
-    await api.call("profiles.create", wire.ProfileCreate(name="restricted", policy=wire.ProfilePolicy()))
-    viewer, _ = await key_with_roles(api, coordinator, "viewer", name="viewer")
-    problem = await _problem(viewer.call("certificates.create-bulk", wire.CertificateCreateBulk(
-        certificates=[_item(agent_id, "x")])))
-    assert problem["status"] == 403
-    assert (await _counts(coordinator.coordinator))["certificates"] == 0
+    mine = await api.call("profiles.create", wire.ProfileCreate(name="team-p"))
+    await api.call("profiles.create", wire.ProfileCreate(name="team-q"))
+    scoped, key = await key_with_roles(api, coordinator, name="team p")
+    await api.call("auth.grants.create", wire.GrantCreate(principal_type="api-key", principal_id=key.id,
+                                                           role="operator", scope_type="profile", scope_id=mine.id))
+    before = await _counts(coordinator.coordinator)
+    problem = await _problem(scoped.call("certificates.create-bulk", wire.CertificateCreateBulk(certificates=[
+        _item(agent_id, "p0", profile="team-p"), _item(agent_id, "q0", profile="team-q")])))
+    assert problem["status"] == 403 and problem["detail"].startswith("certificates[1]: ")
+    assert await _counts(coordinator.coordinator) == before
+    created = await scoped.call("certificates.create-bulk", wire.CertificateCreateBulk(certificates=[
+        _item(agent_id, "p1", profile="team-p"), _item(agent_id, "p2", profile="team-p")]))
+    assert {c.profile_id for c in created} == {mine.id}
 
 
 async def test_malformed_and_oversized_bulk_bodies_are_refused(coordinator, tmp_path):
