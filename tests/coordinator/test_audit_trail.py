@@ -241,6 +241,9 @@ async def test_every_successful_mutation_is_audited_under_its_operation_name(coo
     await admin.call("discovery.scan", wire.DiscoveryScanRequest(agent_id=agent.config.agent_id))
     await admin.call("discovery.probe", wire.DiscoveryProbeRequest(
         agent_id=agent.config.agent_id, ranges=["127.0.0.1/32"], ports=[443]))
+    await admin.call("certificates.create-bulk", wire.CertificateCreateBulk(certificates=[wire.CertificateCreate(
+        common_name="bulk.example.test", agent_id=agent.config.agent_id,
+        target=wire.FileTarget(directory=str(tmp_path / "bulk")))]))
     await admin.call("agents.retire", agent_id=agent.config.agent_id)
 
     actions = {e["action"] for e in await _events(coordinator) if e["outcome"] == "success"}
