@@ -4,8 +4,10 @@ finds orders queued elsewhere (another coordinator behind the load balancer)."""
 
 from __future__ import annotations
 
+import pytest
 import trio
 
+from certfleet.agent.client import CoordinatorError
 from certfleet.coordinator.core import Call
 from certfleet.coordinator.operations.renewal import SCHEDULER
 from certfleet.coordinator.storage import Certificates
@@ -50,6 +52,44 @@ async def test_an_order_queued_elsewhere_reaches_a_waiting_poll(coordinator, tmp
             while not received:
                 await trio.sleep(0.05)
     assert [d.id for d in received[0].orders] == [order_id]
+
+
+async def test_a_poll_yields_the_database_until_it_is_woken(coordinator, tmp_path, monkeypatch):
+    """An agent's long poll authenticates and looks for orders as idle transactions
+    (they wait behind any other when the database is busy); once woken it delivers an
+    order, and that transaction, like any other agent request's, is not idle."""
+    service = coordinator.coordinator
+    _, agent, created = await _deployed_certificate(coordinator, tmp_path, "yielding")
+    database = service.database
+    transact = database.transact
+    done: list[tuple[str, bool]] = []
+
+    async def recording(fn, **kwargs):
+        result = await transact(fn, **kwargs)
+        done.append((fn.__qualname__.split(".")[1], kwargs.get("idle", False)))
+        return result
+
+    monkeypatch.setattr(database, "transact", recording)
+    received: list[wire.WorkBatch] = []
+
+    async def long_poll() -> None:
+        received.append(await agent.client.call("agent.work", query={"wait": 30}))
+
+    async with trio.open_nursery() as polls:
+        polls.start_soon(long_poll)
+        with trio.fail_after(20):
+            while ("agent_work", True) not in done:  # the poll has looked and is waiting
+                await trio.sleep(0.01)
+        order_id = await transact(lambda tx: service.request_issuance(
+            tx, Call(SCHEDULER, operation="renewal.start"), Certificates(tx).get(created.id), kind="renewal"))
+        service.wake(agent.config.agent_id)
+    assert [d.id for d in received[0].orders] == [order_id]
+    assert done == [("authenticate_agent", True), ("agent_work", True), ("agent_work", False)]
+
+    done.clear()
+    with pytest.raises(CoordinatorError):
+        await agent.client.call("agent.csr", wire.CsrSubmission(csr="not a CSR"), order_id=order_id)
+    assert done[0] == ("authenticate_agent", False)
 
 
 async def test_a_poll_that_times_out_answers_empty(coordinator, tmp_path):

@@ -152,6 +152,65 @@ async def test_a_transaction_going_ahead_passes_the_ones_waiting(db):
     assert sorted(finished) == sorted(["upkeep", *(f"request-{n}" for n in range(holding + 2))])
 
 
+async def test_idle_transactions_wait_while_any_other_waits(db):
+    import threading
+
+    import trio
+    import trio.testing
+
+    entered = threading.Semaphore(0)
+    finished: list[str] = []
+
+    def held(name, release):
+        def body(tx):
+            tx.one("SELECT 1 AS ok")
+            entered.release()
+            release.wait(30)
+            finished.append(name)
+        return body
+
+    def quick(name):
+        return lambda tx: finished.append(name)
+
+    # Hold the database (SQLite's one writer, or every PostgreSQL connection of the
+    # requests' share); queue two idle polls, then a delivery; free one holder.
+    holding = 1 if db.dialect == "sqlite" else 10
+    releases = [threading.Event() for _ in range(holding)]
+    delivered = trio.Event()
+
+    async def deliver():
+        await db.transact(quick("delivery"))
+        delivered.set()
+
+    async with trio.open_nursery() as nursery:
+        for n, release in enumerate(releases):
+            nursery.start_soon(db.transact, held(f"request-{n}", release))
+        for _ in range(holding):
+            await trio.to_thread.run_sync(entered.acquire)
+        for n in range(2):
+            nursery.start_soon(lambda n=n: db.transact(quick(f"idle-{n}"), idle=True))
+            await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(deliver)
+        await trio.testing.wait_all_tasks_blocked()
+        releases[0].set()
+        await delivered.wait()
+        assert finished[:2] == ["request-0", "delivery"]
+        if db.dialect == "postgresql":
+            # The one connection freed went to the delivery; the idle polls still wait.
+            assert "idle-0" not in finished and "idle-1" not in finished
+        for release in releases:
+            release.set()
+    if db.dialect == "sqlite":
+        # One group after the writer was freed: the delivery first, the idle polls after.
+        assert finished == ["request-0", "delivery", "idle-0", "idle-1"]
+    assert sorted(finished) == sorted(["delivery", "idle-0", "idle-1", *(f"request-{n}" for n in range(holding))])
+
+
+async def test_a_transaction_is_not_both_ahead_and_idle(db):
+    with pytest.raises(ValueError):
+        await db.transact(lambda tx: None, ahead=True, idle=True)
+
+
 async def test_unique_violations_are_conflicts_and_missing_rows_not_found(db):
     await db.transact(_agent)
     with pytest.raises(storage.Conflict):

@@ -170,8 +170,11 @@ class CoordinatorBase:
 
         return await self.database.transact(check)
 
-    async def authenticate_agent(self, token: str, method: str, path: str) -> Principal:
-        """Verify an agent request token and consume its ``jti`` (replays are refused)."""
+    async def authenticate_agent(self, token: str, method: str, path: str, *, idle: bool = False) -> Principal:
+        """Verify an agent request token and consume its ``jti`` (replays are refused).
+
+        ``idle``: the request is a long poll, which waits for the database behind any
+        other request (see :meth:`Database.transact`)."""
         now = self.now()
 
         def check(tx: Tx) -> Principal:
@@ -199,7 +202,7 @@ class CoordinatorBase:
             permissions, _ = effective_permissions(tx, [("agent", found["id"])], now, self.integrity)
             return Principal(PrincipalKind.AGENT, found["id"], None, permissions)
 
-        return await self.database.transact(check)
+        return await self.database.transact(check, idle=idle)
 
     # --- authorization inside a resource ----------------------------------------------
 

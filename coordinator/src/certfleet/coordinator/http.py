@@ -103,7 +103,7 @@ async def _authenticate(op: Operation, coordinator: Coordinator) -> Principal:
         return ANONYMOUS
     if op.auth is Auth.API_KEY:
         return await coordinator.authenticate_api_key(_credential("Bearer"))
-    return await coordinator.authenticate_agent(_credential(AUTH_SCHEME), op.method, request.path)
+    return await coordinator.authenticate_agent(_credential(AUTH_SCHEME), op.method, request.path, idle=op.idle)
 
 
 async def _read_body(op: Operation) -> tuple[Any, str]:

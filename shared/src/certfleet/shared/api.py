@@ -49,6 +49,9 @@ class Operation:
     plain_http: bool = False
     """Also served on the optional plain-HTTP PKI listener: signed objects relying
     parties fetch without TLS (RFC 5280 §4.2.1.13 CRLs, RFC 6960 OCSP)."""
+    idle: bool = False
+    """Most calls find nothing to do (the agents' long poll): when the coordinator is
+    overloaded they wait for the database behind every other request."""
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z][a-z-]*(\.[a-z][a-z-]*)+", self.permission):
@@ -291,7 +294,7 @@ OPERATIONS: tuple[Operation, ...] = (
     # --- the agent protocol -----------------------------------------------------------
     Operation("agent.work", "GET", f"{API_BASE}/agent/work", "agent.work.poll", Auth.AGENT,
               "Long-poll for signed work orders addressed to the calling agent.",
-              output=wire.WorkBatch, query={"wait": int}),
+              output=wire.WorkBatch, query={"wait": int}, idle=True),
     Operation("agent.csr", "POST", f"{API_BASE}/agent/orders/{{order_id}}/csr", "agent.order.csr",
               Auth.AGENT, "Submit the CSR for an issue order; returns the signed certificate.",
               input=wire.CsrSubmission, output=wire.CertificateBundle),

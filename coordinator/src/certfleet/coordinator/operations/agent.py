@@ -64,7 +64,9 @@ class AgentOperations(CoordinatorBase):
 
         while True:
             event = self._wakeups.setdefault(agent_id, trio.Event())
-            rows = await self.database.transact(take)
+            # Until woken, a poll most likely finds nothing: it yields the database to
+            # work that does (see Database.transact). A woken poll delivers an order.
+            rows = await self.database.transact(take, idle=not woken)
             remaining = deadline - trio.current_time()
             if rows or remaining <= 0:
                 return wire.WorkBatch(orders=[wire.Delivery(id=r["id"], token=r["token"]) for r in rows])

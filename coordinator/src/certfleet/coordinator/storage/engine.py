@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import sqlite3
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -103,12 +104,18 @@ def _run_body(fn: Callable[[Any], T], tx: _Ending) -> T:
 class Database(Protocol):
     dialect: str
 
-    async def transact(self, fn: Callable[[Tx], T], *, ahead: bool = False) -> T:
+    async def transact(self, fn: Callable[[Tx], T], *, ahead: bool = False, idle: bool = False) -> T:
         """Run ``fn`` in one transaction: committed if it returns, rolled back if it raises.
 
         ``ahead`` lets the coordinator's own upkeep (one transaction at a time) pass the
         requests waiting for the database: under a flood of agent requests a renewal
-        round would otherwise wait its turn behind hundreds of them, batch after batch."""
+        round would otherwise wait its turn behind hundreds of them, batch after batch.
+
+        ``idle`` marks a transaction that most likely finds nothing to do: an agent's
+        long poll before it has found an order. It waits while any other transaction
+        waits, so when more polls arrive than the database keeps up with, operators'
+        calls, orders being delivered, CSRs and results still go first and only the
+        idle polls queue."""
 
     async def close(self) -> None: ...
 
@@ -166,7 +173,7 @@ class SqliteDatabase:
     """One connection in WAL mode, used by one writer thread (SQLite has one writer).
 
     Callers' transactions are committed in groups: the writer takes every body waiting
-    in its queue (at most :attr:`GROUP_LIMIT`), runs each inside a savepoint of one
+    in its queue (at most :attr:`GROUP_LIMIT`, idle ones last), runs each inside a savepoint of one
     ``BEGIN IMMEDIATE`` transaction, and commits once. A body that raises is rolled
     back to its savepoint alone; no caller hears its result before the group's COMMIT
     is durable, so each body still commits exactly when its caller is told it did. Run
@@ -188,18 +195,23 @@ class SqliteDatabase:
         self._connection.execute("PRAGMA synchronous=FULL")
         path.chmod(0o600)
         self._queue: deque[_Unit] = deque()
+        self._idle: deque[_Unit] = deque()
+        """Idle units: a group takes them after every other unit waiting."""
         self._wakeup = threading.Condition()
         self._closed = False
         self._writer = threading.Thread(target=self._write_loop, name="certfleet-sqlite-writer", daemon=True)
         self._writer.start()
 
-    async def transact(self, fn: Callable[[Tx], T], *, ahead: bool = False) -> T:
+    async def transact(self, fn: Callable[[Tx], T], *, ahead: bool = False, idle: bool = False) -> T:
+        _check_priority(ahead, idle)
         unit = _Unit(fn, trio.lowlevel.current_trio_token())
         with self._wakeup:
             if self._closed:
                 raise StorageError("the database is closed")
             if ahead:
                 self._queue.appendleft(unit)
+            elif idle:
+                self._idle.append(unit)
             else:
                 self._queue.append(unit)
             self._wakeup.notify()
@@ -215,11 +227,12 @@ class SqliteDatabase:
     def _write_loop(self) -> None:
         while True:
             with self._wakeup:
-                while not self._queue and not self._closed:
+                while not self._queue and not self._idle and not self._closed:
                     self._wakeup.wait()
-                if not self._queue:
+                if not self._queue and not self._idle:
                     return
                 group = [self._queue.popleft() for _ in range(min(len(self._queue), self.GROUP_LIMIT))]
+                group += [self._idle.popleft() for _ in range(min(len(self._idle), self.GROUP_LIMIT - len(group)))]
             try:
                 self._run_group(group)
             except BaseException as exc:  # BEGIN or a savepoint failed (locked by another process…)
@@ -275,6 +288,11 @@ class SqliteDatabase:
             self._wakeup.notify()
         await trio.to_thread.run_sync(self._writer.join)
         self._connection.close()
+
+
+def _check_priority(ahead: bool, idle: bool) -> None:
+    if ahead and idle:
+        raise ValueError("a transaction goes ahead or waits as idle, not both")
 
 
 def _fail(units: list[_Unit], error: StorageError) -> None:
@@ -359,6 +377,38 @@ class _PostgresTx(_Ending):
         return self._run(sql, params).fetchall()
 
 
+class _Slots:
+    """The requests' share of the pool's connections, in two classes: an idle
+    transaction gets a connection only while no other transaction waits for one.
+    First come, first served within a class; a released connection is handed to the
+    next waiter directly, so nobody can take it in between."""
+
+    def __init__(self, total: int) -> None:
+        self._free = total
+        self._waiting = (trio.lowlevel.ParkingLot(), trio.lowlevel.ParkingLot())
+        """Parked tasks: other transactions first, then idle ones."""
+
+    @contextlib.asynccontextmanager
+    async def held(self, *, idle: bool) -> AsyncIterator[None]:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._free and not any(self._waiting[: idle + 1]):
+            self._free -= 1
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        else:
+            await self._waiting[idle].park()  # woken holding the connection released
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        for lot in self._waiting:
+            if lot:
+                lot.unpark()
+                return
+        self._free += 1
+
+
 class PostgresDatabase:
     """A psycopg connection pool used from worker threads."""
 
@@ -381,17 +431,23 @@ class PostgresDatabase:
         except Exception as exc:  # psycopg_pool raises PoolTimeout with the cause logged
             self._pool.close()
             raise StorageError(f"cannot connect to PostgreSQL: {exc}") from exc
-        self._limiter = trio.CapacityLimiter(max_size)
+        self._slots = _Slots(max_size)
         self._ahead_limiter = trio.CapacityLimiter(1)
+        # The slots bound the threads already; trio's default limiter would add a
+        # process-wide cap of its own.
+        self._threads = trio.CapacityLimiter(math.inf)
 
     def transact_sync(self, fn: Callable[[Tx], T]) -> T:
         with self._pool.connection() as connection:
             with connection.transaction():
                 return _run_body(fn, _PostgresTx(connection))
 
-    async def transact(self, fn: Callable[[Tx], T], *, ahead: bool = False) -> T:
-        limiter = self._ahead_limiter if ahead else self._limiter
-        return await trio.to_thread.run_sync(self.transact_sync, fn, limiter=limiter)
+    async def transact(self, fn: Callable[[Tx], T], *, ahead: bool = False, idle: bool = False) -> T:
+        _check_priority(ahead, idle)
+        if ahead:
+            return await trio.to_thread.run_sync(self.transact_sync, fn, limiter=self._ahead_limiter)
+        async with self._slots.held(idle=idle):
+            return await trio.to_thread.run_sync(self.transact_sync, fn, limiter=self._threads)
 
     async def close(self) -> None:
         await trio.to_thread.run_sync(self._pool.close)
