@@ -18,7 +18,7 @@ the two; compare ratios between runs, not absolute numbers.
 ## Reproduce
 
 ```sh
-make bench                        # about 20 minutes on 2 cores, plus installing on a fresh machine
+make bench                        # about 16 minutes on 2 cores, plus installing on a fresh machine
 make bench BENCH_ARGS=--quick     # a few minutes, small sizes: checks that everything runs
 make bench BENCH_ARGS=--publish   # also rewrites this page with the new report
 .venv/bin/python -m tests.benchmarks --only issuance,ocsp --backends sqlite   # a subset
