@@ -110,6 +110,17 @@ async def test_collected_work_is_flushed_once_with_everything_in_order(db):
     assert flushes == [["a", "b"], ["late", "c"]]
 
 
+def _holding(name, entered, release, finished):
+    """A transaction body that signals ``entered``, holds the database until
+    ``release`` is set, then records ``name`` as finished."""
+    def body(tx):
+        tx.one("SELECT 1 AS ok")
+        entered.release()
+        release.wait(30)
+        finished.append(name)
+    return body
+
+
 async def test_a_transaction_going_ahead_passes_the_ones_waiting(db):
     import threading
 
@@ -121,12 +132,7 @@ async def test_a_transaction_going_ahead_passes_the_ones_waiting(db):
     finished: list[str] = []
 
     def request(name):
-        def body(tx):
-            tx.one("SELECT 1 AS ok")
-            entered.release()
-            release.wait(30)
-            finished.append(name)
-        return body
+        return _holding(name, entered, release, finished)
 
     # Requests that hold the database until released: SQLite's one writer, or every
     # PostgreSQL connection of the requests' share; then two more that must wait.
@@ -161,14 +167,6 @@ async def test_idle_transactions_wait_while_any_other_waits(db):
     entered = threading.Semaphore(0)
     finished: list[str] = []
 
-    def held(name, release):
-        def body(tx):
-            tx.one("SELECT 1 AS ok")
-            entered.release()
-            release.wait(30)
-            finished.append(name)
-        return body
-
     def quick(name):
         return lambda tx: finished.append(name)
 
@@ -184,7 +182,7 @@ async def test_idle_transactions_wait_while_any_other_waits(db):
 
     async with trio.open_nursery() as nursery:
         for n, release in enumerate(releases):
-            nursery.start_soon(db.transact, held(f"request-{n}", release))
+            nursery.start_soon(db.transact, _holding(f"request-{n}", entered, release, finished))
         for _ in range(holding):
             await trio.to_thread.run_sync(entered.acquire)
         for n in range(2):

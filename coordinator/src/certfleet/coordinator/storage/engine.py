@@ -173,12 +173,13 @@ class SqliteDatabase:
     """One connection in WAL mode, used by one writer thread (SQLite has one writer).
 
     Callers' transactions are committed in groups: the writer takes every body waiting
-    in its queue (at most :attr:`GROUP_LIMIT`, idle ones last), runs each inside a savepoint of one
-    ``BEGIN IMMEDIATE`` transaction, and commits once. A body that raises is rolled
-    back to its savepoint alone; no caller hears its result before the group's COMMIT
-    is durable, so each body still commits exactly when its caller is told it did. Run
-    one at a time, every transaction paid a thread handoff and a COMMIT of its own,
-    and under load the scheduler's transactions queued behind hundreds of agents'.
+    in its queue (at most :attr:`GROUP_LIMIT`, idle ones last), runs each inside a
+    savepoint of one ``BEGIN IMMEDIATE`` transaction, and commits once. A body that
+    raises is rolled back to its savepoint alone; no caller hears its result before the
+    group's COMMIT is durable, so each body still commits exactly when its caller is
+    told it did. Run one at a time, every transaction paid a thread handoff and a
+    COMMIT of its own, and under load the scheduler's transactions queued behind
+    hundreds of agents'.
     """
 
     dialect = "sqlite"
