@@ -257,19 +257,23 @@ class CertificateOperations(JobOperations, TargetOperations):
         if profile is None:
             profile = profiles[body.profile] = self.resolve_profile(tx, body.profile)
         self.require_on_profile(call, "cert.create", profile)
-        _check_policy(profile_policy(profile), key_type=body.key_type, names=names, lifetime=body.lifetime_seconds)
+        policy = profile_policy(profile)
+        lifetime = body.lifetime_seconds if body.lifetime_seconds is not None else default_lifetime(policy)
+        _check_policy(policy, key_type=body.key_type, names=names, lifetime=lifetime)
         if body.agent_id not in agents:
             if Agents(tx).find(body.agent_id) is None:
                 raise errors.UnprocessableEntity(f"no agent {body.agent_id!r}", slug="unknown-agent")
             agents.add(body.agent_id)
-        self._check_constraints(tx, profile, names)
+        self._check_issuer_lifetime(self._check_constraints(tx, profile, names), lifetime)
         if body.target_id is not None:
             target = self.resolve_target(tx, body.target_id, agent_id=body.agent_id)
+            # Deploying to a target overwrites what its certificates put there.
+            self.require_target_in_reach(tx, call, "cert.create", target["id"])
         else:
             # An inline target becomes a target of its own, named after the certificate.
             target = self.create_target(tx, call, name=certificate_id, agent_id=body.agent_id, settings=body.target)
         Certificates(tx).insert(id=certificate_id, names=names, key_type=str(body.key_type),
-                                lifetime_seconds=body.lifetime_seconds, agent_id=body.agent_id,
+                                lifetime_seconds=lifetime, agent_id=body.agent_id,
                                 profile_id=profile["id"], target_id=target["id"], now=self.now(), tags=body.tags,
                                 renewal_policy_id=self.resolve_renewal_policy(tx, body.renewal_policy))
         self.record(tx, call, resource_type="certificate", resource_id=certificate_id,

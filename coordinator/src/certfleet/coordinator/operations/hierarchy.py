@@ -69,10 +69,21 @@ def _verify_chain(leaf: x509.Certificate, chain: list[x509.Certificate], now_ts:
 
 class HierarchyOperations(CoordinatorBase):
     async def issuers_list(self, call: Call) -> list[wire.IssuerInfo]:
-        return [issuer_info(r) for r in await self.database.transact(lambda tx: Issuers(tx).list())]
+        def list_(tx: Tx) -> list[dict[str, Any]]:
+            reach = self.issuers_in_reach(tx, call, "issuer.read")
+            return [row for row in Issuers(tx).list() if reach is None or row["id"] in reach]
+
+        return [issuer_info(r) for r in await self.database.transact(list_)]
 
     async def issuers_get(self, call: Call) -> wire.IssuerInfo:
-        return issuer_info(await self.database.transact(lambda tx: Issuers(tx).get(call.params["issuer_id"])))
+        def get(tx: Tx) -> dict[str, Any]:
+            row = Issuers(tx).get(call.params["issuer_id"])
+            reach = self.issuers_in_reach(tx, call, "issuer.read")
+            if reach is not None and row["id"] not in reach:
+                raise errors.NotFound(f"issuer {call.params['issuer_id']} does not exist")
+            return row
+
+        return issuer_info(await self.database.transact(get))
 
     def _unique_name(self, tx: Tx, name: str) -> None:
         if Issuers(tx).find(name) is not None:

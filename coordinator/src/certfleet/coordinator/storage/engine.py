@@ -186,7 +186,8 @@ class SqliteDatabase:
     GROUP_LIMIT = 256
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # Private from its creation: the data dir holds the master key and the database.
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._connection = sqlite3.connect(
             str(path), isolation_level=None, check_same_thread=False, timeout=30
         )
@@ -419,6 +420,7 @@ class PostgresDatabase:
         from psycopg.rows import dict_row
         from psycopg_pool import ConnectionPool
 
+        _connect_once(url)
         self._pool = ConnectionPool(
             url,
             min_size=1,
@@ -454,12 +456,63 @@ class PostgresDatabase:
         await trio.to_thread.run_sync(self._pool.close)
 
 
-def open_database(url: str | None, data_dir: Path) -> SqliteDatabase | PostgresDatabase:
-    """``postgresql://…`` selects PostgreSQL; anything else the SQLite file in the data dir."""
+_CONNECT_TIMEOUT = 10
+"""Seconds the first connection may take (libpq's ``connect_timeout``) unless the URL sets its own."""
+
+
+def _postgres_params(url: str) -> dict[str, Any]:
+    """The URL's connection parameters; refuses one that names no host or no database,
+    which libpq would fill in with defaults (a local socket, a database named after
+    the user) and the schema would be created wherever that led."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.Error:
+        # The driver's message quotes the URL, and with it any password.
+        raise StorageError("CERTFLEET_DATABASE_URL is not a valid PostgreSQL URL"
+                           " (postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE)") from None
+    for missing, names in (("host", ("host", "hostaddr")), ("database", ("dbname",))):
+        if not any(params.get(name) for name in names):
+            raise StorageError(f"CERTFLEET_DATABASE_URL names no {missing}"
+                               " (postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE)")
+    return params
+
+
+def _connect_once(url: str) -> None:
+    """One plain connection before the pool opens: the pool retries a failing connection
+    until its timeout and then reports only that it timed out, while this fails at once
+    with the server's or the network's reason."""
+    import psycopg
+
+    params = _postgres_params(url)
+    where = f"{params.get('host') or params.get('hostaddr')}:{params.get('port') or 5432}/{params['dbname']}"
+    timeout = {} if params.get("connect_timeout") else {"connect_timeout": _CONNECT_TIMEOUT}
+    try:
+        psycopg.connect(url, **timeout).close()
+    except psycopg.Error as exc:
+        # libpq's message spans lines ("connection to server at … failed: FATAL: …").
+        reason = " ".join(str(exc).split())
+        raise StorageError(f"cannot connect to PostgreSQL at {where}: {reason}") from None
+
+
+def open_database(url: str | None, data_dir: Path, *, create: bool = True) -> SqliteDatabase | PostgresDatabase:
+    """``postgresql://…`` selects PostgreSQL; anything else the SQLite file in the data dir.
+
+    With ``create=False`` a SQLite file that does not exist is refused rather than
+    created (a command that only reads must not leave an empty database behind).
+
+    Raises :class:`StorageError` with the reason when the database cannot be opened.
+    """
     if url and url.startswith(("postgresql://", "postgres://")):
         return PostgresDatabase(url)
     if url and url.startswith("sqlite:///"):
-        return SqliteDatabase(Path(url.removeprefix("sqlite:///")))
-    if url:
+        path = Path(url.removeprefix("sqlite:///"))
+    elif url:
         raise StorageError("CERTFLEET_DATABASE_URL must start with postgresql:// or sqlite:///")
-    return SqliteDatabase(data_dir / "certfleet.db")
+    else:
+        path = data_dir / "certfleet.db"
+    if not create and not path.exists():
+        raise StorageError(f"no database at {path}")
+    return SqliteDatabase(path)
