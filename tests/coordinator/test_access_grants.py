@@ -82,9 +82,17 @@ async def test_escalation_guard(coordinator, tmp_path):
     assert (await narrow.call("auth.grants.create", on("profile", p.id))).scope_id == p.id
     assert await _status(narrow.call("auth.grants.create", on("profile", q.id))) == (403, "escalation-denied")
     assert await _status(narrow.call("auth.grants.create", on("global", None))) == (403, "escalation-denied")
-    # A custom role can't smuggle permissions its creator lacks either.
+    # A custom role can't smuggle permissions its creator lacks either: roles are global
+    # objects, so an admin of one profile cannot make one at all.
     await admin.call("auth.grants.create", wire.GrantCreate(principal_type="api-key", principal_id=narrow_key.id,
                                                              role="admin", scope_type="profile", scope_id=p.id))
+    assert await _status(narrow.call("auth.roles.create", wire.RoleCreate(name="sneaky", permissions=["audit.export"]))) \
+        == (403, "scope-denied")
+    await admin.call("auth.grants.create", wire.GrantCreate(principal_type="api-key", principal_id=narrow_key.id,
+                                                             role="assigner", scope_type="global"))
+    editor = await admin.call("auth.roles.create", wire.RoleCreate(name="role-editor", permissions=["auth.role.edit"]))
+    await admin.call("auth.grants.create", wire.GrantCreate(principal_type="api-key", principal_id=narrow_key.id,
+                                                             role=editor.name, scope_type="global"))
     assert await _status(narrow.call("auth.roles.create", wire.RoleCreate(name="sneaky", permissions=["audit.export"]))) \
         == (403, "escalation-denied")
 

@@ -166,6 +166,7 @@ async def test_every_successful_mutation_is_audited_under_its_operation_name(coo
     admin, _ = await admin_client(coordinator)
     agent = await enroll_agent(admin, coordinator, tmp_path / "agent")
     mine, mine_key = await key_with_roles(admin, coordinator, "cli", user="carol")
+    approver, _ = await key_with_roles(admin, coordinator, "operator", user="dave")
     await admin.call("auth.grants.create", wire.GrantCreate(principal_type="user", principal_id="carol",
                                                              role="operator"))
     own = await mine.call("auth.own-keys.create", wire.ApiKeyCreate(name="own"))
@@ -218,7 +219,7 @@ async def test_every_successful_mutation_is_audited_under_its_operation_name(coo
         common_name="four.example.test", agent_id=agent.config.agent_id, profile="life",
         target=wire.FileTarget(directory=str(tmp_path / "t2"))))
     approval = next(a for a in await admin.call("approvals.list") if a.subject_id == waiting.id)
-    await admin.call("approvals.reject", wire.ApprovalDecision(note="not now"), approval_id=approval.id)
+    await approver.call("approvals.reject", wire.ApprovalDecision(note="not now"), approval_id=approval.id)
     rejected = (await admin.call("jobs.list", query={"certificate_id": waiting.id}))[0]
     assert rejected.state == "failed"
     retried = await admin.call("jobs.retry", job_id=rejected.id)
@@ -228,7 +229,7 @@ async def test_every_successful_mutation_is_audited_under_its_operation_name(coo
         common_name="four.example.test", agent_id=agent.config.agent_id, profile="life",
         target=wire.FileTarget(directory=str(tmp_path / "t3"))))
     approval = next(a for a in await admin.call("approvals.list") if a.subject_id == again.id)
-    await admin.call("approvals.approve", wire.ApprovalDecision(), approval_id=approval.id)
+    await approver.call("approvals.approve", wire.ApprovalDecision(), approval_id=approval.id)
 
     channel = await admin.call("channels.create", wire.ChannelCreate(
         name="nowhere", kind="webhook", settings={"url": "http://127.0.0.1:9/hook"},

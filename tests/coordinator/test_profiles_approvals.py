@@ -105,16 +105,17 @@ async def test_rejected_and_expired_requests_never_issue(coordinator, tmp_path):
     agent = await enroll_agent(admin, coordinator, tmp_path / "agent")
     await _approval_tier(admin)
     alice, _ = await key_with_roles(admin, coordinator, "operator", user="alice")
+    bob, _ = await key_with_roles(admin, coordinator, "operator", user="bob")
     rejected = await alice.call("certificates.create", _request(agent, "r.example.test", profile="guarded"))
     expiring = await alice.call("certificates.create", _request(agent, "e.example.test", profile="guarded"))
     pending = {a.subject_id: a for a in await admin.call("approvals.list")}
-    await admin.call("approvals.reject", wire.ApprovalDecision(note="no"), approval_id=pending[rejected.id].id)
+    await bob.call("approvals.reject", wire.ApprovalDecision(note="no"), approval_id=pending[rejected.id].id)
     assert (await admin.call("certificates.get", certificate_id=rejected.id)).status == "rejected"
     coordinator.coordinator._clock = lambda: time.time() + 7200
     statuses = {a.subject_id: a.status for a in await admin.call("approvals.list")}
     assert statuses[expiring.id] == "expired"
-    problem = await _problem(admin.call("approvals.approve", wire.ApprovalDecision(),
-                                        approval_id=pending[expiring.id].id))
+    problem = await _problem(bob.call("approvals.approve", wire.ApprovalDecision(),
+                                      approval_id=pending[expiring.id].id))
     assert problem["status"] == 409
     orders = await coordinator.coordinator.database.transact(lambda tx: tx.all("SELECT id FROM work_orders"))
     assert orders == []
@@ -123,9 +124,10 @@ async def test_rejected_and_expired_requests_never_issue(coordinator, tmp_path):
 async def test_editing_an_approval_tier_profile_goes_through_the_queue(coordinator):
     admin, _ = await admin_client(coordinator)
     profile = await _approval_tier(admin)
+    first, _ = await key_with_roles(admin, coordinator, "admin", user="first-admin")
     second, _ = await key_with_roles(admin, coordinator, "admin", user="second-admin")
     loosened = wire.ProfilePolicy(requires_approval=False)
-    answer = await admin.call("profiles.update", wire.ProfileUpdate(policy=loosened), profile_id=profile.id)
+    answer = await first.call("profiles.update", wire.ProfileUpdate(policy=loosened), profile_id=profile.id)
     assert answer.pending_approval and answer.policy.requires_approval and answer.version == 1
     assert (await admin.call("profiles.get", profile_id=profile.id)).policy.requires_approval
     await second.call("approvals.approve", wire.ApprovalDecision(), approval_id=answer.pending_approval)
@@ -153,3 +155,34 @@ async def test_a_scheduled_renewal_waits_for_approval_too(coordinator, tmp_path)
     orders = await coordinator.coordinator.database.transact(lambda tx: tx.all(
         "SELECT status FROM work_orders WHERE certificate_id = ?", (info.id,)))
     assert [o["status"] for o in orders] == ["succeeded"]
+
+
+async def test_a_key_minted_by_the_requester_is_not_a_second_person(coordinator, tmp_path):
+    """A user name on an API key is a label its minter chose: an admin who mints a
+    second key for a made-up user, directly or through another key, is still one person."""
+    admin, _ = await admin_client(coordinator)
+    agent = await enroll_agent(admin, coordinator, tmp_path / "agent")
+    await _approval_tier(admin)
+    made_up, made_up_key = await key_with_roles(admin, coordinator, "admin", user="made-up")
+    relayed = await made_up.call("auth.keys.create", wire.ApiKeyCreate(name="relay", roles=["operator"],
+                                                                        user="also-made-up"))
+    from certfleet.coordinator.client import ApiClient
+    relay = ApiClient(coordinator.url, api_key=relayed.token, ca_bundle=coordinator.ca_path)
+
+    mine = await admin.call("certificates.create", _request(agent, "self.example.test", profile="guarded",
+                                                             target=str(tmp_path / "a")))
+    approval = next(a for a in await admin.call("approvals.list") if a.subject_id == mine.id)
+    for minted_by_me in (made_up, relay):
+        problem = await _problem(minted_by_me.call("approvals.approve", wire.ApprovalDecision(), approval_id=approval.id))
+        assert problem["status"] == 403 and problem["type"].endswith("four-eyes"), problem
+    # The other way round: the minter cannot decide what its own minted key asked for.
+    theirs = await relay.call("certificates.create", _request(agent, "relay.example.test", profile="guarded",
+                                                              target=str(tmp_path / "b")))
+    approval = next(a for a in await admin.call("approvals.list") if a.subject_id == theirs.id)
+    for minter in (admin, made_up):
+        problem = await _problem(minter.call("approvals.reject", wire.ApprovalDecision(), approval_id=approval.id))
+        assert problem["status"] == 403 and problem["type"].endswith("four-eyes"), problem
+    # Two people the admin minted keys for are two people to each other.
+    carol, _ = await key_with_roles(admin, coordinator, "operator", user="carol")
+    decided = await carol.call("approvals.approve", wire.ApprovalDecision(), approval_id=approval.id)
+    assert decided.status == "approved" and made_up_key.id != decided.decided_by

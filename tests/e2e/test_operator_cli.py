@@ -38,11 +38,15 @@ def test_pki_and_access_administration_through_the_cli(coordinator, tmp_path):
                   "--max-lifetime", "30d", "--name-pattern", "*.corp.test", "--requires-approval")
     assert profile["policy"]["requires_approval"] and profile["policy"]["name_patterns"] == ["*.corp.test"]
 
+    # Two people, each with a key the admin minted: the admin's own requests would need
+    # a key the admin did not mint to approve them.
+    alice = cli("keys", "create", "alice", "--user", "alice", "--role", "operator")
     bob = cli("keys", "create", "bob", "--user", "bob", "--role", "operator")
     assert bob["token"].startswith("cfk_")
     agent = AgentHost(tmp_path, coordinator)
     created = cli("certificates", "create", "--cn", "app.corp.test", "--agent", agent.agent_id, "--profile", "web",
-                  "--lifetime", "7d", "--target-dir", str(tmp_path / "target"), "--tag", "edge")
+                  "--lifetime", "7d", "--target-dir", str(tmp_path / "target"), "--tag", "edge",
+                  api_key=alice["token"])
     assert created["status"] == "awaiting-approval"
     pending = cli("approvals", "list", "--status", "pending")
     assert [a["subject_id"] for a in pending] == [created["id"]]

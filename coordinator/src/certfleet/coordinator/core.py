@@ -76,7 +76,7 @@ def effective_permissions(tx: Tx, principals: list[tuple[str, str]], now: int,
     for grant in grants:
         permissions = role_permissions(tx, grant["role"], integrity)
         if permissions is not None:
-            held.append((permissions, Scope(grant["scope_type"], grant["scope_id"])))
+            held.append((permissions, Scope(grant["scope_type"], grant["scope_id"]), grant["expires_at"]))
     return EffectivePermissions.from_grants(held), grants
 
 
@@ -166,7 +166,7 @@ class CoordinatorBase:
             keys.touch(key_id, now)
             principals = [("api-key", key_id)] + ([("user", row["user_id"])] if row["user_id"] else [])
             permissions, _ = effective_permissions(tx, principals, now, self.integrity)
-            return Principal(PrincipalKind.API_KEY, key_id, row["user_id"], permissions)
+            return Principal(PrincipalKind.API_KEY, key_id, row["user_id"], permissions, row["expires_at"])
 
         return await self.database.transact(check)
 
@@ -228,6 +228,65 @@ class CoordinatorBase:
     def profile_visible(self, call: Call, permission: str):
         everything, profiles, issuers = call.principal.permissions.profile_filter(permission)
         return lambda row: everything or row["profile_id"] in profiles or row["issuer_id"] in issuers
+
+    def issuers_in_reach(self, tx: Tx, call: Call, permission: str) -> set[str] | None:
+        """Issuer ids the caller holds ``permission`` on, directly or through one of
+        their profiles; ``None`` when it is held globally."""
+        everything, profiles, issuers = call.principal.permissions.profile_filter(permission)
+        if everything:
+            return None
+        if profiles:
+            rows = tx.all(f"SELECT issuer_id FROM profiles WHERE id IN ({', '.join('?' * len(profiles))})",
+                          tuple(profiles))
+            issuers = issuers | {row["issuer_id"] for row in rows}
+        return set(issuers)
+
+    def agents_out_of_reach(self, tx: Tx, call: Call, permission: str,
+                            agent_ids: list[str] | None = None) -> set[str]:
+        """Agents (of ``agent_ids``, or all) holding a certificate under a profile where
+        the caller lacks ``permission``. An agent is in a scoped caller's reach only if
+        every certificate on it is: retiring it touches all of them."""
+        return self._out_of_reach(tx, call, permission, "agent_id", agent_ids)
+
+    def targets_out_of_reach(self, tx: Tx, call: Call, permission: str,
+                             target_ids: list[str] | None = None) -> set[str]:
+        """Targets (of ``target_ids``, or all) that a certificate under a profile where
+        the caller lacks ``permission`` is deployed to: their settings and commands
+        serve that certificate too."""
+        return self._out_of_reach(tx, call, permission, "target_id", target_ids)
+
+    def _out_of_reach(self, tx: Tx, call: Call, permission: str, column: str, ids: list[str] | None) -> set[str]:
+        everything, profiles, issuers = call.principal.permissions.profile_filter(permission)
+        if everything:
+            return set()
+        sql = (f"SELECT DISTINCT c.{column} AS owner, c.profile_id, p.issuer_id FROM certificates c"
+               " JOIN profiles p ON p.id = c.profile_id")
+        params: tuple[str, ...] = ()
+        if ids is not None:
+            if not ids:
+                return set()
+            sql += f" WHERE c.{column} IN ({', '.join('?' * len(ids))})"
+            params = tuple(ids)
+        return {row["owner"] for row in tx.all(sql, params)
+                if row["profile_id"] not in profiles and row["issuer_id"] not in issuers}
+
+    def require_target_in_reach(self, tx: Tx, call: Call, permission: str, target_id: str, *,
+                                hide: bool = False) -> None:
+        """Refuse unless every certificate deployed to ``target_id`` is where ``permission`` is held."""
+        if self.targets_out_of_reach(tx, call, permission, [target_id]):
+            if hide:
+                raise errors.NotFound(f"target {target_id} does not exist")
+            raise errors.Forbidden(f"{permission!r} is not granted on every profile whose certificates target"
+                                   f" {target_id} deploys", slug="scope-denied")
+
+    def require_agent_in_reach(self, tx: Tx, call: Call, permission: str, agent_id: str, *,
+                               hide: bool = False) -> None:
+        """Refuse unless every certificate on ``agent_id`` is where ``permission`` is held."""
+        if self.agents_out_of_reach(tx, call, permission, [agent_id]):
+            if hide:
+                raise errors.NotFound(f"agent {agent_id} does not exist")
+            raise errors.Forbidden(f"{permission!r} is not granted on every profile agent {agent_id} holds"
+                                   " certificates of", slug="scope-denied")
 
     def resolve_profile(self, tx: Tx, name_or_id: str) -> dict[str, Any]:
         profile = Profiles(tx).find(name_or_id)

@@ -33,6 +33,7 @@ from .core import Call, RawResponse
 from .openapi import openapi_document
 from .principal import ANONYMOUS, Principal, RequestMeta
 from .ratelimit import AuthFailureLimiter
+from .rbac import GLOBAL
 from .service import MAX_POLL_WAIT, Coordinator, handler_name
 
 __all__ = ["MAX_BODY_BYTES", "create_app"]
@@ -137,6 +138,16 @@ def _decode_query(op: Operation) -> dict[str, Any]:
     return query
 
 
+def _gate(op: Operation, principal: Principal) -> None:
+    """The permission gate: held somewhere for an operation whose handler checks each
+    resource's scope, held globally for every other."""
+    if not principal.permissions.holds_anywhere(op.permission):
+        raise errors.Forbidden(f"this operation needs the {op.permission!r} permission")
+    if not op.scoped and not principal.permissions.holds(op.permission, GLOBAL):
+        raise errors.Forbidden(f"this operation needs the {op.permission!r} permission globally; a grant on"
+                               " a profile or issuer does not reach it", slug="scope-denied")
+
+
 _OUTCOMES = {401: "unauthenticated", 403: "denied"}
 _HANDLER_HEADERS = frozenset({"if-none-match"})
 
@@ -152,8 +163,8 @@ def _view(op: Operation, handler: Handler, coordinator: Coordinator, limiter: Au
             limiter.check(source)
             principal = await _authenticate(op, coordinator)
             call = dataclasses.replace(call, principal=principal)
-            if op.auth is not Auth.PUBLIC and not principal.permissions.holds_anywhere(op.permission):
-                raise errors.Forbidden(f"this operation needs the {op.permission!r} permission")
+            if op.auth is not Auth.PUBLIC:
+                _gate(op, principal)
             body, digest = await _read_body(op)
             call = dataclasses.replace(call, body=body, query=_decode_query(op),
                                        meta=dataclasses.replace(meta, body_sha256=digest),

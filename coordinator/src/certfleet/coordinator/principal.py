@@ -22,6 +22,8 @@ class Principal:
     id: str
     user: str | None = None
     permissions: EffectivePermissions = field(default_factory=EffectivePermissions)
+    expires_at: int | None = None
+    """When the credential itself expires (``None``: never); what it mints may not outlive it."""
 
     @property
     def actor(self) -> str:

@@ -23,6 +23,7 @@ __all__ = [
     "ALL_PERMISSIONS",
     "EffectivePermissions",
     "Scope",
+    "earliest",
     "role_table_markdown",
 ]
 
@@ -80,17 +81,51 @@ class Scope:
 GLOBAL = Scope("global")
 
 
+NEVER = None
+"""An expiry of ``None``: the grant (or key) does not expire."""
+
+
+def _later(a: int | None, b: int | None) -> int | None:
+    return None if a is None or b is None else max(a, b)
+
+
+def earliest(*expiries: int | None) -> int | None:
+    """The first of several expiries (``None`` never expires)."""
+    bounded = [e for e in expiries if e is not None]
+    return min(bounded) if bounded else None
+
+
 @dataclass(frozen=True)
 class EffectivePermissions:
     scopes: Mapping[str, frozenset[Scope]] = field(default_factory=dict)
+    expiries: Mapping[tuple[str, Scope], int | None] = field(default_factory=dict)
+    """(permission, scope) → when the last grant giving it there expires (``None``: never)."""
 
     @classmethod
-    def from_grants(cls, grants: Iterable[tuple[frozenset[str], Scope]]) -> EffectivePermissions:
+    def from_grants(cls, grants: Iterable[tuple[frozenset[str], Scope] | tuple[frozenset[str], Scope, int | None]],
+                    ) -> EffectivePermissions:
         scopes: dict[str, set[Scope]] = {}
-        for permissions, scope in grants:
+        expiries: dict[tuple[str, Scope], int | None] = {}
+        for permissions, scope, *rest in grants:
+            expires_at = rest[0] if rest else NEVER
             for permission in permissions:
                 scopes.setdefault(permission, set()).add(scope)
-        return cls({p: frozenset(s) for p, s in scopes.items()})
+                key = (permission, scope)
+                expiries[key] = _later(expiries[key], expires_at) if key in expiries else expires_at
+        return cls({p: frozenset(s) for p, s in scopes.items()}, expiries)
+
+    def held_until(self, permission: str, scope: Scope = GLOBAL, *,
+                   issuer_of_profile: str | None = None) -> tuple[bool, int | None]:
+        """Whether ``permission`` is held at ``scope``, and until when (``None``: with no
+        expiry): the latest expiry among the grants that cover the scope."""
+        covering = [held for held in self.scopes.get(permission, ())
+                    if held.covers(scope, issuer_of_profile=issuer_of_profile)]
+        if not covering:
+            return False, None
+        until: int | None = 0
+        for held in covering:
+            until = _later(until, self.expiries.get((permission, held), NEVER))
+        return True, until
 
     def holds_anywhere(self, permission: str) -> bool:
         return bool(self.scopes.get(permission))

@@ -7,16 +7,19 @@ admin cannot be removed.
 
 from __future__ import annotations
 
+import datetime
 import json
 from typing import Any
+
+import msgspec
 
 from certfleet.shared import wire
 from certfleet.shared.api import OPERATIONS, Auth
 
 from .. import credentials, errors
 from ..core import Call, CoordinatorBase, new_id, role_permissions
-from ..rbac import ALL_PERMISSIONS, BUILTIN_ROLES, GLOBAL, Scope
-from ..storage import ApiKeys, BootstrapTokens, Grants, Profiles, Roles, Tx
+from ..rbac import ALL_PERMISSIONS, BUILTIN_ROLES, GLOBAL, Scope, earliest
+from ..storage import ApiKeys, BootstrapTokens, Grants, Issuers, Profiles, Roles, Tx
 
 __all__ = ["AccessOperations"]
 
@@ -36,24 +39,50 @@ def _grant_info(row: dict[str, Any]) -> wire.GrantInfo:
 class AccessOperations(CoordinatorBase):
     # --- guards -----------------------------------------------------------------------
 
-    def _guard_role(self, tx: Tx, call: Call, role: str, scope: Scope) -> frozenset[str]:
-        """The role's permissions, if the caller holds every one of them at ``scope``."""
-        permissions = role_permissions(tx, role, self.integrity)
-        if permissions is None:
-            raise errors.UnprocessableEntity(f"no role {role!r}", slug="unknown-role")
-        issuer = None
+    def _resolve_scope(self, tx: Tx, scope: Scope) -> tuple[Scope, str | None]:
+        """The scope with a profile or issuer named by name or id turned into its id
+        (what grants store and checks compare), and the issuer of a profile scope."""
         if scope.type == "profile":
             profile = Profiles(tx).find(scope.id or "")
             if profile is None:
                 raise errors.UnprocessableEntity(f"no profile {scope.id!r}", slug="unknown-profile")
-            issuer = profile["issuer_id"]
-        missing = sorted(p for p in permissions
-                         if not call.principal.permissions.holds(p, scope, issuer_of_profile=issuer))
+            return Scope("profile", profile["id"]), profile["issuer_id"]
+        if scope.type == "issuer":
+            issuer = Issuers(tx).find(scope.id or "")
+            if issuer is None:
+                raise errors.UnprocessableEntity(f"no issuer {scope.id!r}", slug="unknown-issuer")
+            return Scope("issuer", issuer["id"]), None
+        return scope, None
+
+    def _guard_role(self, tx: Tx, call: Call, role: str, scope: Scope) -> tuple[Scope, int | None]:
+        """The scope resolved to ids, if the caller holds every permission of ``role``
+        there; and when the caller's own standing for them ends (``None``: never)."""
+        permissions = role_permissions(tx, role, self.integrity)
+        if permissions is None:
+            raise errors.UnprocessableEntity(f"no role {role!r}", slug="unknown-role")
+        scope, issuer = self._resolve_scope(tx, scope)
+        held = {p: call.principal.permissions.held_until(p, scope, issuer_of_profile=issuer) for p in permissions}
+        missing = sorted(p for p, (holds, _) in held.items() if not holds)
         if missing:
             raise errors.Forbidden(
                 f"you cannot grant {role!r} at {scope}: you do not hold {', '.join(missing)} there",
                 slug="escalation-denied")
-        return permissions
+        return scope, earliest(call.principal.expires_at, *(until for _, until in held.values()))
+
+    def _within_standing(self, requested: int | None, standing: int | None, what: str) -> int | None:
+        """The expiry of a credential or grant the caller hands out: never later than the
+        caller's own access to what it gives (their key's expiry and their grants').
+        Without a requested expiry it takes the caller's."""
+        if standing is None:
+            return requested
+        if requested is None:
+            return standing
+        if requested > standing:
+            ends = datetime.datetime.fromtimestamp(standing, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            raise errors.UnprocessableEntity(
+                f"{what} would outlive your own access, which ends at {ends}: ask for expires_at at or before it",
+                slug="outlives-grantor")
+        return requested
 
     def _guard_last_admin(self, tx: Tx, *, dropping_grant: str | None = None, dropping_key: str | None = None) -> None:
         def still_admin(grant: dict[str, Any]) -> bool:
@@ -123,10 +152,13 @@ class AccessOperations(CoordinatorBase):
     # --- API keys -------------------------------------------------------------------------
 
     def _create_key(self, tx: Tx, call: Call, body: wire.ApiKeyCreate, user: str | None) -> tuple[dict, str]:
-        for role in body.roles:
-            self._guard_role(tx, call, role, GLOBAL)
         if body.expires_at is not None and body.expires_at <= self.now():
             raise errors.UnprocessableEntity("expires_at is in the past", slug="invalid-expiry")
+        expires_at = body.expires_at
+        for role in body.roles:
+            _, standing = self._guard_role(tx, call, role, GLOBAL)
+            expires_at = self._within_standing(expires_at, standing, "the key")
+        body = msgspec.structs.replace(body, expires_at=expires_at)
         minted = credentials.mint(credentials.API_KEY)
         keys = ApiKeys(tx)
         keys.insert(id=minted.id, secret_hash=minted.secret_hash, name=body.name, user_id=user,
@@ -264,14 +296,13 @@ class AccessOperations(CoordinatorBase):
         scope = Scope(body.scope_type, body.scope_id)
 
         def create(tx: Tx) -> dict[str, Any]:
-            self._guard_role(tx, call, body.role, scope)
-            if scope.type == "issuer" and tx.one("SELECT id FROM issuers WHERE id = ?", (scope.id,)) is None:
-                raise errors.UnprocessableEntity(f"no issuer {scope.id!r}", slug="unknown-issuer")
+            resolved, standing = self._guard_role(tx, call, body.role, scope)
+            expires_at = self._within_standing(body.expires_at, standing, "the grant")
             grant = self._grant(tx, call, principal_type=body.principal_type, principal_id=body.principal_id,
-                                role=body.role, scope=scope, expires_at=body.expires_at)
+                                role=body.role, scope=resolved, expires_at=expires_at)
             self.record(tx, call, resource_type="grant", resource_id=grant["id"],
                         details={"principal": f"{body.principal_type}:{body.principal_id}", "role": body.role,
-                                 "scope": str(scope), "expires_at": body.expires_at})
+                                 "scope": str(resolved), "expires_at": expires_at})
             return grant
 
         return _grant_info(await self.database.transact(create))

@@ -1,7 +1,9 @@
 """Four-eyes approval: requests under an approval-tier profile wait for a second person.
 
-"A second person" is a different user, or for keys without a user a different key.
-The requester can never decide their own request, and undecided requests expire.
+"A second person" is a different user, or for keys without a user a different key,
+whose key was not minted by the requester's (directly or through other keys) and did
+not mint it: a user name on an API key is a label its minter chose. The requester can
+never decide their own request, and undecided requests expire.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from certfleet.shared import wire
 from .. import errors
 from ..core import Call
 from ..lifecycle.jobs import JobEvent
-from ..storage import Approvals, Certificates, Jobs, Profiles, Tx
+from ..storage import ApiKeys, Approvals, Certificates, Jobs, Profiles, Tx
 from .certificates import CertificateOperations
 from .jobs import SUPERVISOR
 
@@ -28,6 +30,29 @@ def _approval_info(row: dict[str, Any]) -> wire.ApprovalInfo:
                              status=row["status"], requested_by=row["requested_by"], created_at=row["created_at"],
                              expires_at=row["expires_at"], decided_by=row["decided_by"],
                              decision_note=row["decision_note"])
+
+
+MAX_CHAIN = 64
+"""How many minting steps are followed; a longer chain is cut there."""
+
+
+def _minting_chain(tx: Tx, actor: str) -> list[str]:
+    """Who stands behind a credential: its own person first (its user, or the key itself
+    when it has none), then the person behind every key up the chain that minted it.
+
+    A key's user is a label its minter chose, so an admin who mints a second key for a
+    made-up user still stands behind both: a key never counts as a second person to a
+    key it was minted by, or minted."""
+    chain: list[str] = []
+    seen: set[str] = set()
+    while actor.startswith("api-key:") and actor not in seen and len(seen) < MAX_CHAIN:
+        seen.add(actor)
+        row = ApiKeys(tx).find(actor.removeprefix("api-key:"))
+        if row is None:
+            break
+        chain.append(f"user:{row['user_id']}" if row["user_id"] else actor)
+        actor = row["created_by"]
+    return chain or [actor]
 
 
 class ApprovalOperations(CertificateOperations):
@@ -49,11 +74,12 @@ class ApprovalOperations(CertificateOperations):
     async def approvals_list(self, call: Call) -> list[wire.ApprovalInfo]:
         def listing(tx: Tx) -> list[dict[str, Any]]:
             self.expire_approvals(tx)
-            return Approvals(tx).list(call.query.get("status"))
+            issuer_of = {p["id"]: p["issuer_id"] for p in Profiles(tx).list()}
+            return [{**r, "issuer_id": issuer_of.get(r["profile_id"])} for r in Approvals(tx).list(call.query.get("status"))]
 
         rows = await self.database.transact(listing)
         visible = self.profile_visible(call, "approval.read")
-        return [_approval_info(r) for r in rows if visible({**r, "issuer_id": None})]
+        return [_approval_info(r) for r in rows if visible(r)]
 
     def _decide(self, tx: Tx, call: Call, approve: bool) -> dict[str, Any]:
         self.expire_approvals(tx)
@@ -66,6 +92,11 @@ class ApprovalOperations(CertificateOperations):
         if (call.principal.user or call.principal.actor) == row["requester"]:
             raise errors.Forbidden("a request needs a second person: you cannot decide your own",
                                    slug="four-eyes")
+        requester_chain = _minting_chain(tx, row["requested_by"])
+        approver_chain = _minting_chain(tx, call.principal.actor)
+        if requester_chain[0] in approver_chain or approver_chain[0] in requester_chain:
+            raise errors.Forbidden("a request needs a second person: the requester's key and yours were minted"
+                                   " one by the other, so they may be one person", slug="four-eyes")
         status = "approved" if approve else "rejected"
         approvals.decide(row["id"], status=status, decided_by=call.principal.actor, note=call.body.note,
                          now=self.now())

@@ -88,10 +88,18 @@ class FleetOperations(JobOperations):
         )
 
     async def agents_list(self, call: Call) -> list[wire.AgentInfo]:
-        return [agent_info(row, self.now()) for row in await self.database.transact(lambda tx: Agents(tx).list())]
+        def list_(tx: Tx) -> list[dict[str, Any]]:
+            hidden = self.agents_out_of_reach(tx, call, "agent.read")
+            return [row for row in Agents(tx).list() if row["id"] not in hidden]
+
+        return [agent_info(row, self.now()) for row in await self.database.transact(list_)]
 
     async def agents_get(self, call: Call) -> wire.AgentInfo:
-        return agent_info(await self.database.transact(lambda tx: Agents(tx).get(call.params["agent_id"])), self.now())
+        def get(tx: Tx) -> dict[str, Any]:
+            self.require_agent_in_reach(tx, call, "agent.read", call.params["agent_id"], hide=True)
+            return Agents(tx).get(call.params["agent_id"])
+
+        return agent_info(await self.database.transact(get), self.now())
 
     async def agents_retire(self, call: Call) -> wire.AgentInfo:
         """Retire a host from the fleet: its identity key is refused from now on (the
@@ -104,6 +112,8 @@ class FleetOperations(JobOperations):
         def retire(tx: Tx) -> tuple[dict[str, Any], dict[str, int]]:
             agents = Agents(tx)
             agent = agents.get(agent_id)
+            self.require_agent_in_reach(tx, call, "agent.read", agent_id, hide=True)
+            self.require_agent_in_reach(tx, call, "agent.retire", agent_id)
             if agent["retired_at"] is not None:
                 raise errors.Conflict("the agent is already retired", slug="agent-retired")
             agents.retire(agent_id, now)

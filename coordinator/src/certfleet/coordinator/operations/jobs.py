@@ -113,13 +113,24 @@ class JobOperations(NotificationOperations):
 
     # --- operators ------------------------------------------------------------------------
 
+    def _job_in_reach(self, tx: Tx, call: Call, permission: str) -> dict[str, Any]:
+        """The job named in the path, if ``permission`` covers its certificate's profile
+        (a job out of reach is as absent as one that does not exist)."""
+        job = Jobs(tx).get(call.params["job_id"])
+        certificate = Certificates(tx).get(job["certificate_id"])
+        self.require_on_profile(call, permission, {"id": certificate["profile_id"], "name": "",
+                                                   "issuer_id": certificate["issuer_id"]}, hide=True)
+        return job
+
     async def jobs_list(self, call: Call) -> list[wire.JobInfo]:
+        everything, profiles, issuers = call.principal.permissions.profile_filter("job.read")
         rows = await self.database.transact(lambda tx: Jobs(tx).list(
-            state=call.query.get("state"), certificate_id=call.query.get("certificate_id")))
+            state=call.query.get("state"), certificate_id=call.query.get("certificate_id"),
+            within=None if everything else (profiles, issuers)))
         return [_job_info(r) for r in rows]
 
     async def jobs_get(self, call: Call) -> wire.JobInfo:
-        return _job_info(await self.database.transact(lambda tx: Jobs(tx).get(call.params["job_id"])))
+        return _job_info(await self.database.transact(lambda tx: self._job_in_reach(tx, call, "job.read")))
 
     async def jobs_retry(self, call: Call) -> wire.JobInfo:
         """A failed job is retried as a new job of the same kind: it takes the whole
@@ -127,7 +138,7 @@ class JobOperations(NotificationOperations):
 
         def retry(tx: Tx) -> dict[str, Any]:
             jobs = Jobs(tx)
-            job = jobs.get(call.params["job_id"])
+            job = self._job_in_reach(tx, call, "job.retry")
             if job["state"] != JobState.FAILED:
                 raise errors.Conflict(f"only a failed job can be retried; this one is {job['state']}",
                                       slug="job-not-failed")
@@ -144,7 +155,7 @@ class JobOperations(NotificationOperations):
 
     async def jobs_cancel(self, call: Call) -> wire.JobInfo:
         def cancel(tx: Tx) -> dict[str, Any]:
-            job = Jobs(tx).get(call.params["job_id"])
+            job = self._job_in_reach(tx, call, "job.cancel")
             if job["state"] in TERMINAL:
                 raise errors.Conflict(f"the job is already {job['state']}", slug="job-closed")
             self._withdraw_order(tx, job, "job cancelled by an operator")

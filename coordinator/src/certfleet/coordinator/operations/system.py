@@ -63,19 +63,25 @@ class SystemOperations(CoordinatorBase):
     async def status(self, call: Call) -> wire.StatusSummary:
         now = self.now()
 
+        visible = self.profile_visible(call, "status.read")
+
         def gather(tx: Tx) -> wire.StatusSummary:
-            rows = Certificates(tx).list()
+            # A caller with a grant on some profiles sees what needs attention there.
+            rows = [row for row in Certificates(tx).list() if visible(row)]
+            hidden_agents = self.agents_out_of_reach(tx, call, "status.read")
             counts: dict[str, int] = {}
             for row in rows:
                 counts[row["status"]] = counts.get(row["status"], 0) + 1
             expiring = [r for r in rows if r["status"] == "deployed" and r["not_after"] and r["not_before"]
                         and r["not_after"] - now < (r["not_after"] - r["not_before"]) / 3]
             failing = [r for r in rows if r["status"] in ("failed", "approval-expired")]
-            agents = [agent_info(a, now) for a in Agents(tx).list()]
+            agents = [agent_info(a, now) for a in Agents(tx).list() if a["id"] not in hidden_agents]
             by_liveness: dict[str, int] = {}
             for agent in agents:
                 by_liveness[agent.liveness] = by_liveness.get(agent.liveness, 0) + 1
-            pending = tx.one("SELECT COUNT(*) AS n FROM approvals WHERE status = 'pending'")["n"]
+            pending = sum(1 for row in tx.all("SELECT a.profile_id, p.issuer_id FROM approvals a"
+                                              " JOIN profiles p ON p.id = a.profile_id WHERE a.status = 'pending'")
+                          if visible(row))
             return wire.StatusSummary(
                 certificates=counts, expiring_soon=[certificate_info(r) for r in expiring],
                 failing=[certificate_info(r) for r in failing], agents=by_liveness,

@@ -111,26 +111,35 @@ class TargetOperations(CoordinatorBase):
 
         return target_info(await self.database.transact(create), [])
 
+    def _target_in_reach(self, tx: Tx, call: Call, permission: str) -> dict[str, Any]:
+        """The target named in the path, if the caller reaches every certificate
+        deployed to it (one out of reach is as absent as one that does not exist)."""
+        row = Targets(tx).get(call.params["target_id"])
+        self.require_target_in_reach(tx, call, permission, row["id"], hide=True)
+        return row
+
     async def targets_list(self, call: Call) -> list[wire.TargetInfo]:
         def list_(tx: Tx) -> list[wire.TargetInfo]:
             targets = Targets(tx)
-            return [target_info(row, targets.certificates(row["id"]))
-                    for row in targets.list(call.query.get("agent_id"))]
+            rows = targets.list(call.query.get("agent_id"))
+            hidden = self.targets_out_of_reach(tx, call, "target.read")
+            rows = [row for row in rows if row["id"] not in hidden]
+            certificates = targets.certificates_of(row["id"] for row in rows)
+            return [target_info(row, certificates[row["id"]]) for row in rows]
 
         return await self.database.transact(list_)
 
     async def targets_get(self, call: Call) -> wire.TargetInfo:
         def get(tx: Tx) -> wire.TargetInfo:
-            targets = Targets(tx)
-            row = targets.get(call.params["target_id"])
-            return target_info(row, targets.certificates(row["id"]))
+            row = self._target_in_reach(tx, call, "target.read")
+            return target_info(row, Targets(tx).certificates(row["id"]))
 
         return await self.database.transact(get)
 
     async def targets_test(self, call: Call) -> wire.TargetInfo:
         def queue(tx: Tx) -> wire.TargetInfo:
             targets = Targets(tx)
-            row = targets.get(call.params["target_id"])
+            row = self._target_in_reach(tx, call, "target.test")
             settings = self.trusted_settings(tx, row["id"])
             certificate = tx.one(
                 "SELECT c.names, v.fingerprint_sha256 FROM certificates c"

@@ -356,6 +356,29 @@ MIGRATIONS: tuple[tuple[int, str, tuple[Statement, ...]], ...] = (
             },
         ),
     ),
+    (
+        2,
+        "list-join-indexes",
+        # What lists and scope checks join on: without them a list of targets or
+        # agents scanned every certificate once per row.
+        (
+            "CREATE INDEX certificates_target ON certificates (target_id)",
+            "CREATE INDEX certificates_agent ON certificates (agent_id, profile_id)",
+            "CREATE INDEX certificates_profile ON certificates (profile_id)",
+            "CREATE INDEX jobs_certificate ON jobs (certificate_id, state)",
+            "CREATE INDEX profiles_issuer ON profiles (issuer_id)",
+        ),
+    ),
+    (
+        3,
+        "issuer-revocation",
+        # A revoked intermediate stays listed on its parent's CRL and in its OCSP
+        # answers (RFC 5280 §5.3.1) with its time and reason.
+        (
+            "ALTER TABLE issuers ADD COLUMN revoked_at BIGINT",
+            "ALTER TABLE issuers ADD COLUMN revocation_reason TEXT",
+        ),
+    ),
 )
 
 

@@ -415,16 +415,22 @@ class Jobs:
             self.tx.execute_many(f"UPDATE jobs SET {columns}, updated_at = ? WHERE id = ?", rows)
 
     def list(self, *, state: str | None = None, certificate_id: str | None = None,
-             limit: int = 500) -> list[dict[str, Any]]:
+             within: tuple[Iterable[str], Iterable[str]] | None = None, limit: int = 500) -> list[dict[str, Any]]:
+        """``within``: only jobs of certificates under these (profile ids, issuer ids)."""
         clauses, params = ["1 = 1"], []
         if state:
-            clauses.append("state = ?")
+            clauses.append("j.state = ?")
             params.append(state)
         if certificate_id:
-            clauses.append("certificate_id = ?")
+            clauses.append("j.certificate_id = ?")
             params.append(certificate_id)
-        return self.tx.all(f"SELECT * FROM jobs WHERE {' AND '.join(clauses)} ORDER BY created_at, id LIMIT ?",
-                           (*params, limit))
+        if within is not None:
+            clause, scope_params = _scope_clause(*within)
+            clauses.append(clause)
+            params.extend(scope_params)
+        return self.tx.all("SELECT j.* FROM jobs j JOIN certificates c ON c.id = j.certificate_id"
+                           " JOIN profiles p ON p.id = c.profile_id"
+                           f" WHERE {' AND '.join(clauses)} ORDER BY j.created_at, j.id LIMIT ?", (*params, limit))
 
     def due_retries(self, now: int) -> list[dict[str, Any]]:
         return self.tx.all("SELECT * FROM jobs WHERE state = 'retry-wait' AND next_attempt_at <= ?", (now,))
@@ -434,6 +440,18 @@ class Jobs:
         return self.tx.all(
             "SELECT * FROM jobs WHERE (state = 'pending' AND updated_at <= ?)"
             " OR (state IN ('dispatched', 'deploying') AND updated_at <= ?)", (pending_before, working_before))
+
+
+def _scope_clause(profile_ids: Iterable[str], issuer_ids: Iterable[str]) -> tuple[str, list[str]]:
+    """SQL keeping rows whose profile ``p`` is one of ``profile_ids`` or under one of
+    ``issuer_ids`` (a scoped caller's reach); false when both are empty."""
+    profiles, issuers = sorted(profile_ids), sorted(issuer_ids)
+    parts = []
+    if profiles:
+        parts.append(f"p.id IN ({', '.join('?' * len(profiles))})")
+    if issuers:
+        parts.append(f"p.issuer_id IN ({', '.join('?' * len(issuers))})")
+    return (f"({' OR '.join(parts)})" if parts else "1 = 0"), [*profiles, *issuers]
 
 
 @dataclass
@@ -645,7 +663,19 @@ class Targets:
         return self.tx.all("SELECT * FROM targets ORDER BY name")
 
     def certificates(self, id: str) -> list[str]:
-        return [r["id"] for r in self.tx.all("SELECT id FROM certificates WHERE target_id = ? ORDER BY id", (id,))]
+        return self.certificates_of([id])[id]
+
+    def certificates_of(self, ids: Iterable[str]) -> dict[str, list[str]]:
+        """Target id → the ids of the certificates deployed to it, in one statement per
+        500 targets (a list must not cost a statement per row)."""
+        ids = list(ids)
+        found: dict[str, list[str]] = {id: [] for id in ids}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            for row in self.tx.all(f"SELECT id, target_id FROM certificates WHERE target_id IN"
+                                   f" ({', '.join('?' * len(chunk))}) ORDER BY id", tuple(chunk)):
+                found[row["target_id"]].append(row["id"])
+        return found
 
     def count_deployment(self, id: str, *, counters: dict[str, int], outcome: str, detail: str,
                          served_fingerprint: str | None, now: int) -> None:
