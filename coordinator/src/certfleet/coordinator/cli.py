@@ -680,6 +680,7 @@ async def _api(args: argparse.Namespace) -> int:
 
 async def _audit_verify(args: argparse.Namespace) -> int:
     from .audit import verify_chain
+    from .initialize import WrongMasterKey, check_master_key
     from .secretbox import MasterKey, MasterKeyError, audit_chain_key
     from .settings import default_data_dir
     from .storage import open_database
@@ -693,9 +694,25 @@ async def _audit_verify(args: argparse.Namespace) -> int:
     except MasterKeyError as exc:
         print(f"certfleet: {exc}: the chain is keyed by the master key", file=sys.stderr)
         return 2
-    database = await trio.to_thread.run_sync(open_database, args.database_url, data_dir)
     try:
+        database = await trio.to_thread.run_sync(
+            functools.partial(open_database, args.database_url, data_dir, create=False))
+    except StorageError as exc:
+        print(f"certfleet: cannot open the database: {exc}", file=sys.stderr)
+        return 2
+    try:
+        # Every event's hash is keyed by the master key, so under another key every
+        # event looks changed: tell that apart before calling anything tampered.
+        await database.transact(lambda tx: check_master_key(tx, master))
         report = await verify_chain(database, key=audit_chain_key(master))
+    except WrongMasterKey:
+        print("certfleet: this is not the master key of this database (its key check value does not open),"
+              " so the chain cannot be checked: use the data dir (master.key) or CERTFLEET_MASTER_KEY"
+              " the coordinator runs with", file=sys.stderr)
+        return 2
+    except (InitializationError, StorageError) as exc:
+        print(f"certfleet: cannot read the audit trail: {exc}", file=sys.stderr)
+        return 2
     finally:
         await database.close()
     if report.ok:

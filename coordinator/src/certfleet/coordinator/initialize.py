@@ -97,19 +97,31 @@ def _create(tx: Tx, master: MasterKey, settings: Settings, now: int) -> str | No
     return None if settings.bootstrap_token else token
 
 
-def _load(tx: Tx, master: MasterKey) -> tuple[x509.Certificate, CertificateAuthority, str, str, ed25519.Ed25519PrivateKey]:
-    meta = Meta(tx)
-    check = meta.get("master_key_check")
+class WrongMasterKey(InitializationError):
+    """The master key does not open the database's key check value: it is another key."""
+
+
+def check_master_key(tx: Tx, master: MasterKey) -> None:
+    """Prove ``master`` is the key this database was initialized with, by opening the
+    key check value sealed under it at first start.
+
+    Raises :class:`WrongMasterKey` if it is not, :class:`InitializationError` if the
+    database was never initialized."""
+    check = Meta(tx).get("master_key_check")
     if check is None:
         raise InitializationError("the database is not initialized")
     try:
         if master.open(check, context="master-key-check") != _CHECK_PLAINTEXT:
             raise MasterKeyError("master key check failed")
     except MasterKeyError as exc:
-        raise InitializationError(
+        raise WrongMasterKey(
             "the master key does not open this database's secrets: start with the data dir"
             " (master.key) or CERTFLEET_MASTER_KEY that initialized it"
         ) from exc
+
+
+def _load(tx: Tx, master: MasterKey) -> tuple[x509.Certificate, CertificateAuthority, str, str, ed25519.Ed25519PrivateKey]:
+    check_master_key(tx, master)
     issuers = Issuers(tx)
     root_row = issuers.get_by_name(ROOT_NAME)
     issuing_row = issuers.get_by_name(ISSUING_NAME)
