@@ -4,6 +4,7 @@ the moment it is declared."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -105,3 +106,95 @@ def test_operation_groups_do_not_shadow_each_others_methods():
             if callable(value) and not name.startswith("__"):
                 owners.setdefault(name, []).append(cls.__name__)
     assert {n: o for n, o in owners.items() if len(o) > 1} == {}
+
+
+_FOREIGN_BODIES = {
+    # Bodies that aim at the other profile's resources, for the scoped operations that take one.
+    "auth.grants.create": lambda f: {"principal_type": "api-key", "principal_id": f["key_id"], "role": "operator",
+                                     "scope_type": "profile", "scope_id": f["profile_id"]},
+    "profiles.create": lambda f: {"name": "sneaky", "issuer": f["issuer_id"]},
+    "profiles.update": lambda f: {"policy": {"requires_approval": False}},
+    "certificates.create": lambda f: {"common_name": "x.example.test", "agent_id": f["agent_id"],
+                                      "profile": f["profile_id"], "target_id": f["target_id"]},
+    "certificates.create-bulk": lambda f: {"certificates": [
+        {"common_name": "x.example.test", "agent_id": f["agent_id"], "profile": f["profile_id"],
+         "target": {"kind": "file", "directory": "/tmp/sneaky"}}]},
+    "certificates.revoke": lambda f: {"reason": "key-compromise"},
+    "certificates.revoke-bulk": lambda f: {"reason": "key-compromise", "agent": f["agent_id"]},
+    "approvals.approve": lambda f: {},
+    "approvals.reject": lambda f: {},
+    "auth.own-keys.create": lambda f: {"name": "mine", "roles": ["viewer"]},
+}
+
+
+async def test_every_operation_against_a_principal_scoped_to_another_profile(coordinator, tmp_path):
+    """A key holding every permission on one profile reaches nothing of another profile:
+    global objects refuse it outright, and the scoped operations neither show nor change
+    the other profile's certificates, jobs, approvals, targets, agents or issuer."""
+    admin, admin_key = await admin_client(coordinator)
+    root = await admin.call("issuers.create-root", wire.RootCreate(name="their-root"))
+    theirs_ca = await admin.call("issuers.create-intermediate", wire.IntermediateCreate(name="their-ca",
+                                                                                         parent=root.id))
+    theirs = await admin.call("profiles.create", wire.ProfileCreate(
+        name="theirs", issuer=theirs_ca.id, policy=wire.ProfilePolicy(requires_approval=True)))
+    mine = await admin.call("profiles.create", wire.ProfileCreate(name="mine"))
+    agent = await enroll_agent(admin, coordinator, tmp_path / "their-agent", name="their-agent")
+    certificate = await admin.call("certificates.create", wire.CertificateCreate(
+        common_name="theirs.example.test", agent_id=agent.config.agent_id, profile=theirs.id,
+        target=wire.FileTarget(directory=str(tmp_path / "theirs"))))
+    job = (await admin.call("jobs.list", query={"certificate_id": certificate.id}))[0]
+    approval = next(a for a in await admin.call("approvals.list") if a.subject_id == certificate.id)
+    _, bystander = await key_with_roles(admin, coordinator, name="bystander")
+    grant = await admin.call("auth.grants.create", wire.GrantCreate(
+        principal_type="api-key", principal_id=bystander.id, role="viewer", scope_type="profile",
+        scope_id=theirs.id))
+    channel = await admin.call("channels.create", wire.ChannelCreate(
+        name="theirs", kind="webhook", settings={"url": "http://127.0.0.1:9/hook"}, secrets={"secret": "s" * 20}))
+    await admin.call("auth.roles.create", wire.RoleCreate(name="their-role", permissions=["cert.read"]))
+    _, scoped_key = await key_with_roles(admin, coordinator, name="scoped admin")
+    await admin.call("auth.grants.create", wire.GrantCreate(
+        principal_type="api-key", principal_id=scoped_key.id, role="admin", scope_type="profile",
+        scope_id=mine.id))
+
+    foreign = {"certificate_id": certificate.id, "job_id": job.id, "approval_id": approval.id,
+               "agent_id": agent.config.agent_id, "target_id": certificate.target_id, "profile_id": theirs.id,
+               "issuer_id": theirs_ca.id, "key_id": admin_key, "grant_id": grant.id, "role": "their-role",
+               "channel_id": channel.id, "notification_id": "ntf_none", "discovery_id": "1"}
+    # What a response to the scoped key must never contain (the agent's id may come back
+    # only from an operation the caller named it in).
+    secret_ids = [certificate.id, job.id, approval.id, certificate.target_id, theirs.id, theirs_ca.id, root.id,
+                  grant.id, channel.id, "their-role"]
+    mismatches = []
+    async with raw_client(coordinator) as http:
+        for op in GATED:
+            if op.auth is not Auth.API_KEY:
+                continue
+            path = op.url_path(**{name: foreign[name] for name in op.path_params})
+            headers = {"Authorization": f"Bearer {scoped_key.token}"}
+            content = None
+            if op.input is not None:
+                headers["Content-Type"] = "application/json"
+                content = json.dumps(_FOREIGN_BODIES.get(op.name, lambda f: {})(foreign)).encode()
+            response = await http.request(op.method, path, headers=headers, content=content)
+            if not op.scoped:
+                if response.status_code != 403 or "scope-denied" not in response.text:
+                    mismatches.append(f"{op.name} is global yet answered {response.status_code}: {response.text[:200]}")
+                continue
+            if response.status_code >= 500:
+                mismatches.append(f"{op.name}: {response.status_code}")
+            elif response.status_code < 300:
+                leaked = [i for i in secret_ids if i in response.text]
+                if leaked:
+                    mismatches.append(f"{op.name} showed {leaked}")
+    assert mismatches == []
+
+    # Nothing of theirs changed.
+    assert (await admin.call("certificates.get", certificate_id=certificate.id)).status == "awaiting-approval"
+    assert (await admin.call("jobs.get", job_id=job.id)).state == job.state
+    assert (await admin.call("agents.get", agent_id=agent.config.agent_id)).retired_at is None
+    assert [a.status for a in await admin.call("approvals.list") if a.id == approval.id] == ["pending"]
+    assert (await admin.call("profiles.get", profile_id=theirs.id)).policy.requires_approval
+    assert grant.id in {g.id for g in await admin.call("auth.grants.list")}
+    assert channel.id in {c.id for c in await admin.call("channels.list")}
+    assert (await admin.call("issuers.get", issuer_id=theirs_ca.id)).status == "active"
+    assert [c.id for c in await admin.call("certificates.list")] == [certificate.id]

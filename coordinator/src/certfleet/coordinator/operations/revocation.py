@@ -67,10 +67,13 @@ class RevocationOperations(CoordinatorBase):
             return Certificates(tx).select(issuer_id=issuer, profile_id=profile, agent_id=body.agent, tag=body.tag)
 
         matching = await self.database.transact(select)
+        readable = self.profile_visible(call, "cert.read")
         visible = self.profile_visible(call, "cert.revoke")
         results = []
         # One transaction per certificate: one failure must not undo the others.
         for certificate in matching:
+            if not readable(certificate):
+                continue  # out of the caller's reach: not even its id is told
             if not visible(certificate):
                 results.append(wire.RevokeResult(certificate_id=certificate["id"], status="refused",
                                                  detail="cert.revoke is not granted on its profile"))
