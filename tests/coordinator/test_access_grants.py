@@ -231,3 +231,55 @@ async def test_expired_grant_stops_counting(coordinator):
     assert await viewer.call("certificates.list") == []
     coordinator.coordinator._clock = lambda: time.time() + 120
     assert await _status(viewer.call("certificates.list")) == (403, "forbidden")
+
+
+async def test_a_grant_on_a_profile_or_issuer_named_by_name_applies(coordinator, tmp_path):
+    admin, _ = await admin_client(coordinator)
+    agent = await enroll_agent(admin, coordinator, tmp_path / "agent")
+    team = await admin.call("profiles.create", wire.ProfileCreate(name="team-n"))
+    scoped, key = await key_with_roles(admin, coordinator, name="by name")
+    granted = await admin.call("auth.grants.create", wire.GrantCreate(
+        principal_type="api-key", principal_id=key.id, role="operator", scope_type="profile", scope_id="team-n"))
+    assert granted.scope_id == team.id
+    created = await scoped.call("certificates.create", _cert(agent.config.agent_id, "team-n", tmp_path / "n"))
+    assert created.profile_id == team.id
+    on_issuer = await admin.call("auth.grants.create", wire.GrantCreate(
+        principal_type="api-key", principal_id=key.id, role="viewer", scope_type="issuer", scope_id="issuing"))
+    assert on_issuer.scope_id == "iss_issuing"
+    assert await _status(admin.call("auth.grants.create", wire.GrantCreate(
+        principal_type="api-key", principal_id=key.id, role="viewer", scope_type="profile",
+        scope_id="no-such-profile"))) == (422, "unknown-profile")
+
+
+async def test_a_minted_credential_never_outlives_the_minter(coordinator):
+    admin, _ = await admin_client(coordinator)
+    now = int(time.time())
+    expiring_at = now + 3600
+    minter_key = await admin.call("auth.keys.create", wire.ApiKeyCreate(name="expiring", roles=["admin"],
+                                                                        expires_at=expiring_at))
+    minter = ApiClient(coordinator.url, api_key=minter_key.token, ca_bundle=coordinator.ca_path)
+    # A key of an expiring key expires with it when no expiry is asked for, and may not be asked to outlive it.
+    child = await minter.call("auth.keys.create", wire.ApiKeyCreate(name="child", roles=["viewer"]))
+    assert child.expires_at == expiring_at
+    assert await _status(minter.call("auth.keys.create", wire.ApiKeyCreate(
+        name="longer", roles=["viewer"], expires_at=expiring_at + 60))) == (422, "outlives-grantor")
+    shorter = await minter.call("auth.keys.create", wire.ApiKeyCreate(name="shorter", roles=["viewer"],
+                                                                      expires_at=now + 600))
+    assert shorter.expires_at == now + 600
+    grant = await minter.call("auth.grants.create", wire.GrantCreate(
+        principal_type="api-key", principal_id=shorter.id, role="operator"))
+    assert grant.expires_at == expiring_at
+
+    # The same for a key whose standing comes from an expiring grant rather than its own expiry.
+    _, lender_key = await key_with_roles(admin, coordinator, name="temporary admin")
+    await admin.call("auth.grants.create", wire.GrantCreate(principal_type="api-key", principal_id=lender_key.id,
+                                                             role="admin", expires_at=now + 1800))
+    lender = ApiClient(coordinator.url, api_key=lender_key.token, ca_bundle=coordinator.ca_path)
+    assert (await lender.call("auth.keys.create", wire.ApiKeyCreate(name="c", roles=["viewer"]))).expires_at \
+        == now + 1800
+    assert await _status(lender.call("auth.grants.create", wire.GrantCreate(
+        principal_type="user", principal_id="someone", role="viewer", expires_at=now + 7200))) \
+        == (422, "outlives-grantor")
+    # A standing without an expiry hands out credentials without one.
+    forever = await admin.call("auth.keys.create", wire.ApiKeyCreate(name="forever", roles=["viewer"]))
+    assert forever.expires_at is None
