@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
@@ -60,3 +61,41 @@ async def key_with_roles(admin_api, running, *roles: str, name: str = "test key"
 
     created = await admin_api.call("auth.keys.create", wire.ApiKeyCreate(name=name, roles=list(roles), user=user))
     return ApiClient(running.url, api_key=created.token, ca_bundle=running.ca_path), created
+
+
+class CountingTx:
+    """A transaction that notes every statement sent through it."""
+
+    def __init__(self, tx: Any, statements: list[str]) -> None:
+        self._tx, self._statements = tx, statements
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tx, name)
+
+    def execute(self, sql: str, params: Any = ()) -> int:
+        self._statements.append(sql)
+        return self._tx.execute(sql, params)
+
+    def execute_many(self, sql: str, rows: Any) -> None:
+        self._statements.append(sql)
+        self._tx.execute_many(sql, rows)
+
+    def one(self, sql: str, params: Any = ()) -> Any:
+        self._statements.append(sql)
+        return self._tx.one(sql, params)
+
+    def all(self, sql: str, params: Any = ()) -> Any:
+        self._statements.append(sql)
+        return self._tx.all(sql, params)
+
+
+def count_statements(service: Any, monkeypatch: Any) -> list[str]:
+    """Every statement the coordinator's transactions send from now on, in order."""
+    statements: list[str] = []
+    transact = service.database.transact
+
+    async def counting(fn: Any, **options: Any) -> Any:
+        return await transact(lambda tx: fn(CountingTx(tx, statements)), **options)
+
+    monkeypatch.setattr(service.database, "transact", counting)
+    return statements

@@ -7,44 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from certfleet.shared import wire
-from tests.support import admin_client, enroll_agent
-
-
-class _CountingTx:
-    """A transaction that notes every statement sent through it."""
-
-    def __init__(self, tx: Any, statements: list[str]) -> None:
-        self._tx, self._statements = tx, statements
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._tx, name)
-
-    def execute(self, sql: str, params: Any = ()) -> int:
-        self._statements.append(sql)
-        return self._tx.execute(sql, params)
-
-    def execute_many(self, sql: str, rows: Any) -> None:
-        self._statements.append(sql)
-        self._tx.execute_many(sql, rows)
-
-    def one(self, sql: str, params: Any = ()) -> Any:
-        self._statements.append(sql)
-        return self._tx.one(sql, params)
-
-    def all(self, sql: str, params: Any = ()) -> Any:
-        self._statements.append(sql)
-        return self._tx.all(sql, params)
-
-
-def _count_statements(service: Any, monkeypatch: Any) -> list[str]:
-    statements: list[str] = []
-    transact = service.database.transact
-
-    async def counting(fn: Any, **options: Any) -> Any:
-        return await transact(lambda tx: fn(_CountingTx(tx, statements)), **options)
-
-    monkeypatch.setattr(service.database, "transact", counting)
-    return statements
+from tests.support import admin_client, count_statements, enroll_agent
 
 
 async def _deployed(api: Any, agent: Any, tmp_path: Any, names: list[str], **extra: Any) -> dict[str, Any]:
@@ -74,7 +37,7 @@ async def test_starting_ten_renewals_costs_the_statements_of_starting_two(coordi
     api, _ = await admin_client(coordinator)
     agent = await enroll_agent(api, coordinator, tmp_path / "agent")
     ids = list((await _deployed(api, agent, tmp_path, [f"web{n}" for n in range(12)])).values())
-    statements = _count_statements(service, monkeypatch)
+    statements = count_statements(service, monkeypatch)
 
     await _make_due(service, ids[:2])
     statements.clear()
