@@ -155,6 +155,10 @@ def role_table_markdown() -> str:
         "Generated from the operation catalogue by `certfleet permissions --markdown`;",
         "a test fails when this page and the code disagree.",
         "",
+        "A grant on one profile or issuer reaches only the operations marked *(scoped)*:",
+        "they check it against every resource they touch and list only what it reaches.",
+        "Every other operation needs its permission held globally.",
+        "",
         "## Built-in roles",
         "",
         "| role | holds |",
@@ -166,7 +170,8 @@ def role_table_markdown() -> str:
               "|---|---|" + "---|" * len(roles)]
     by_permission: dict[str, list[str]] = {}
     for op in OPERATIONS:
-        by_permission.setdefault(op.permission, []).append(f"`{op.method} {op.path}`")
+        reach = " (scoped)" if op.scoped and op.auth is Auth.API_KEY else ""
+        by_permission.setdefault(op.permission, []).append(f"`{op.method} {op.path}`{reach}")
     for permission in sorted(by_permission):
         if permission not in ALL_PERMISSIONS:
             continue
