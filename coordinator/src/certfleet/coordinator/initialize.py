@@ -28,9 +28,9 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from certfleet.shared import jws, wire
 from certfleet.shared.pki import KeyType, generate_private_key, load_private_key, private_key_pem
 
-from . import credentials
+from . import audit, credentials
 from .ca.authority import CertificateAuthority, create_root
-from .secretbox import MasterKey, MasterKeyError
+from .secretbox import MasterKey, MasterKeyError, audit_chain_key
 from .settings import Settings
 from .storage import BootstrapTokens, Conflict, Database, Issuers, Meta, Profiles, SigningKeys, Tx, migrate
 
@@ -199,13 +199,60 @@ async def initialize(settings: Settings, database: Database, *, now: int) -> Coo
     except Conflict:
         bootstrap_token = None  # another coordinator initialized the database first
     root, issuing, issuing_id, kid, order_key = await database.transact(lambda tx: _load(tx, master))
+    if settings.bootstrap_token:
+        await database.transact(lambda tx: _replace_bootstrap_token(
+            tx, settings.bootstrap_token, master, now=now, how="preset at a later start", quiet=True))
     return CoordinatorKeys(root, issuing, issuing_id, kid, order_key, bootstrap_token, master)
+
+
+def _replace_bootstrap_token(tx: Tx, token: str, master: MasterKey, *, now: int, how: str,
+                             quiet: bool = False) -> None:
+    """Make ``token`` the bootstrap token while it has not been exchanged, recorded in
+    the audit trail. Raises :class:`InitializationError` once an admin exists, unless
+    ``quiet`` (then it leaves things as they are)."""
+    row = BootstrapTokens(tx).current()
+    if row is None or row["used_at"] is not None:
+        if quiet:
+            return
+        raise InitializationError("the bootstrap token was already exchanged for an admin API key;"
+                                  " an admin creates further keys with `certfleet keys create`")
+    secret_hash = credentials.hash_secret(token)
+    if secret_hash == row["secret_hash"]:
+        return
+    tx.execute("UPDATE bootstrap_tokens SET secret_hash = ?, created_at = ? WHERE id = ? AND used_at IS NULL",
+               (secret_hash, now, row["id"]))
+    audit.append(tx, audit.AuditRecord(
+        at_ms=now * 1000, actor_type="host", actor_id="coordinator-host", action="auth.bootstrap-token.replace",
+        resource_type="bootstrap-token", resource_id=row["id"], details={"how": how}),
+        key=audit_chain_key(master))
+
+
+async def reissue_bootstrap_token(settings: Settings, database: Database, *, now: int) -> str:
+    """A new one-time bootstrap token in place of one that was printed but never
+    exchanged (lost with a terminal, or never shown because the start failed).
+
+    Run on the coordinator's host: it needs the master key (the replacement is
+    recorded in the audit trail). Raises :class:`InitializationError` when there is
+    nothing to reissue or the key is not this database's."""
+    try:
+        master = MasterKey.load(settings.data_dir / "master.key", settings.master_key)
+    except MasterKeyError as exc:
+        raise InitializationError(str(exc)) from exc
+    token = credentials.mint(credentials.BOOTSTRAP).token
+
+    def replace(tx: Tx) -> None:
+        check_master_key(tx, master)
+        _replace_bootstrap_token(tx, token, master, now=now, how="reissued on the host")
+
+    await database.transact(replace)
+    return token
 
 
 def announce_bootstrap_token(token: str) -> None:
     print(
         "certfleet: first start. One-time bootstrap token (exchange it for an admin API key"
-        f" with `certfleet bootstrap`):\n\n    {token}\n",
+        f" with `certfleet bootstrap`):\n\n    {token}\n\n"
+        "Lost before it was used? `certfleet bootstrap --reissue` on this host prints a new one.\n",
         file=sys.stderr,
         flush=True,
     )

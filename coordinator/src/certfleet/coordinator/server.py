@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
+import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -18,7 +20,7 @@ from certfleet.shared.pki import certificate_fingerprint
 
 from .agent_installer import AgentInstaller, checkout_root
 from .http import create_app
-from .initialize import announce_bootstrap_token, ensure_tls, initialize
+from .initialize import InitializationError, announce_bootstrap_token, ensure_tls, initialize
 from .leadership import Leadership
 from .service import Coordinator
 from .settings import Settings
@@ -73,6 +75,30 @@ async def _maintenance(coordinator: Coordinator, leadership: Leadership, interva
                 await trio.sleep(interval)
 
 
+def _bind_api(listen: str) -> socket.socket:
+    """The HTTPS listener's socket, bound (not yet listening) as hypercorn would bind it.
+
+    Raises :class:`InitializationError` in one line when the address is taken or cannot
+    be bound."""
+    host, _, port_text = listen.rpartition(":")
+    host = host.strip("[]")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise InitializationError(f"--listen {listen!r} is not HOST:PORT (e.g. 127.0.0.1:8443)") from None
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise InitializationError(f"{listen} is in use") from None
+        raise InitializationError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
+    return sock
+
+
 async def run_coordinator(
     settings: Settings,
     *,
@@ -86,17 +112,21 @@ async def run_coordinator(
     When ``shutdown_trigger`` returns, the server stops accepting connections and
     gives requests in flight ``graceful_timeout`` seconds to finish.
     """
-    database = await trio.to_thread.run_sync(open_database, settings.database_url, settings.data_dir)
+    # The listeners are bound before anything is created or printed: a busy port stops
+    # the start with nothing to undo, and no bootstrap token is announced and lost.
+    api_socket: socket.socket | None = _bind_api(settings.listen)
+    database = None
     try:
+        database = await trio.to_thread.run_sync(open_database, settings.database_url, settings.data_dir)
         now = int(time.time())
         keys = await initialize(settings, database, now=now)
-        if keys.bootstrap_token and announce_token:
-            announce_bootstrap_token(keys.bootstrap_token)
         cert_path, key_path = ensure_tls(settings, keys, now)
         coordinator = Coordinator(database, keys, work_order_ttl=settings.work_order_ttl)
         coordinator.scan_interval = settings.discovery_scan_interval
         config = TLS13Config()
-        config.bind = [settings.listen]
+        # Hypercorn owns the socket from here and closes it.
+        config.bind = [f"fd://{api_socket.detach()}"]
+        api_socket = None
         # HTTP/1.1 only: nothing here needs HTTP/2, and hypercorn's HTTP/2 stream
         # handling fails the whole server when a client keeps sending a body the
         # application already refused (an oversized upload).
@@ -138,9 +168,15 @@ async def run_coordinator(
                 url = binds[0]
                 coordinator.public_url = settings.public_url or url
                 log.info("coordinator listening on %s", url)
+                # Printed only now that the start can no longer fail before it is usable.
+                if keys.bootstrap_token and announce_token:
+                    announce_bootstrap_token(keys.bootstrap_token)
                 task_status.started(Running(url, settings.tls_dir / "ca.pem", coordinator))
             # The servers return only after a graceful shutdown; upkeep stops with them.
             upkeep.cancel_scope.cancel()
     finally:
-        with trio.CancelScope(shield=True):
-            await database.close()
+        if api_socket is not None:
+            api_socket.close()
+        if database is not None:
+            with trio.CancelScope(shield=True):
+                await database.close()
