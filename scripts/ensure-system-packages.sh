@@ -14,6 +14,7 @@ set -euo pipefail
 declare -A wanted=(
   [openssl]=openssl
   [curl]=curl
+  [jq]=jq
   [nginx]=nginx
   [apache2]=apache2
   [haproxy]=haproxy

@@ -209,6 +209,7 @@ async def test_every_successful_mutation_is_audited_under_its_operation_name(coo
     await admin.call("issuers.create-intermediate", wire.IntermediateCreate(name="life-int", parent=root.id))
     external = await admin.call("issuers.create-external", wire.ExternalSubordinateCreate(name="life-ext"))
     await _import_signed_by_openssl(tmp_path, admin, external)
+    await admin.call("issuers.revoke", wire.IssuerRevokeRequest(reason="superseded"), issuer_id="life-int")
     await admin.call("issuers.retire", issuer_id=root.id)
     life = await admin.call("profiles.get", profile_id="life")
     await admin.call("profiles.update", wire.ProfileUpdate(policy=wire.ProfilePolicy(requires_approval=True)),

@@ -250,3 +250,96 @@ async def test_a_revocation_does_not_wait_for_a_crl_being_signed(coordinator, tm
         assert await coordinator.coordinator.refresh_crls() == 1
         after = x509.load_der_x509_crl((await http.get("/.well-known/pki/crl/iss_issuing")).content)
     assert sorted(r.serial_number for r in after) == sorted([int(first.serial, 16), int(second.serial, 16)])
+
+
+async def _crl(coordinator, seconds_later: int) -> x509.CertificateRevocationList:
+    _later(coordinator, seconds_later)
+    await coordinator.coordinator.refresh_crls()
+    async with httpx.AsyncClient(base_url=coordinator.coordinator.pki_url) as http:
+        return x509.load_der_x509_crl((await http.get("/.well-known/pki/crl/iss_issuing")).content)
+
+
+async def test_a_hold_is_released_by_remove_from_crl(coordinator, tmp_path):
+    api, _, target, info = await _issued(coordinator, tmp_path)
+    held = await api.call("certificates.revoke", wire.RevokeRequest(reason="certificate-hold"), certificate_id=info.id)
+    assert held.status == "revoked"
+    on_hold = await _openssl_ocsp(coordinator, target)
+    assert "cert.pem: revoked" in on_hold and "Reason: certificateHold" in on_hold, on_hold
+    entry = (await _crl(coordinator, 10)).get_revoked_certificate_by_serial_number(int(info.serial, 16))
+    assert entry.extensions.get_extension_for_class(x509.CRLReason).value.reason == x509.ReasonFlags.certificate_hold
+
+    released = await api.call("certificates.revoke", wire.RevokeRequest(reason="remove-from-crl"),
+                              certificate_id=info.id)
+    assert released.status == "released" and released.serials == [info.serial]
+    after = await _openssl_ocsp(coordinator, target)  # at once, like a revocation
+    assert "Response verify OK" in after and "cert.pem: good" in after, after
+    # RFC 5280 §5.3.1: a full CRL simply stops listing the released certificate.
+    crl = await _crl(coordinator, 20)
+    assert crl.get_revoked_certificate_by_serial_number(int(info.serial, 16)) is None
+    (tmp_path / "crl.pem").write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "bundle.pem").write_bytes(coordinator.ca_path.read_bytes() + (target / "chain.pem").read_bytes())
+    verified = run_openssl("verify", "-crl_check", "-attime", str(int(time.time()) + 30), "-CAfile",
+                           str(tmp_path / "bundle.pem"), "-CRLfile", str(tmp_path / "crl.pem"), str(target / "cert.pem"))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert (await api.call("certificates.get", certificate_id=info.id)).status == "deployed"
+
+
+async def test_a_hold_becomes_a_final_revocation_keeping_its_date(coordinator, tmp_path):
+    api, _, target, info = await _issued(coordinator, tmp_path)
+    await api.call("certificates.revoke", wire.RevokeRequest(reason="certificate-hold"), certificate_id=info.id)
+    held_at = (await _crl(coordinator, 10)).get_revoked_certificate_by_serial_number(
+        int(info.serial, 16)).revocation_date_utc
+    _later(coordinator, 30)
+    final = await api.call("certificates.revoke", wire.RevokeRequest(reason="key-compromise"), certificate_id=info.id)
+    assert final.status == "revoked" and final.serials == [info.serial]
+    answer = await _openssl_ocsp(coordinator, target)
+    assert "cert.pem: revoked" in answer and "Reason: keyCompromise" in answer, answer
+    entry = (await _crl(coordinator, 40)).get_revoked_certificate_by_serial_number(int(info.serial, 16))
+    assert entry.extensions.get_extension_for_class(x509.CRLReason).value.reason == x509.ReasonFlags.key_compromise
+    assert entry.revocation_date_utc == held_at
+    # A final revocation is not released, and is not revoked twice.
+    refused = await api.call("certificates.revoke", wire.RevokeRequest(reason="remove-from-crl"),
+                             certificate_id=info.id)
+    assert refused.status == "not-on-hold"
+    again = await api.call("certificates.revoke", wire.RevokeRequest(reason="superseded"), certificate_id=info.id)
+    assert again.status == "already-revoked"
+    assert "Reason: keyCompromise" in await _openssl_ocsp(coordinator, target)
+
+
+async def test_ocsp_get_answers_are_cacheable_until_next_update(coordinator, tmp_path):
+    api, _, target, info = await _issued(coordinator, tmp_path)
+    base = f"{coordinator.coordinator.pki_url}/.well-known/pki/ocsp/iss_issuing"
+    encoded = urllib.parse.quote(base64.b64encode(_ocsp_request(target, nonce=False)).decode(), safe="")
+    async with httpx.AsyncClient() as http:
+        first = await http.get(f"{base}/{encoded}")
+        answer = ocsp.load_der_ocsp_response(first.content)
+        assert answer.certificate_status == ocsp.OCSPCertStatus.GOOD
+        # RFC 5019 §6.2: max-age no later than nextUpdate, validators for revalidation.
+        cache_control = {d.strip().split("=")[0]: d.strip() for d in first.headers["cache-control"].split(",")}
+        assert "no-cache" not in cache_control and "no-store" not in cache_control, first.headers
+        assert "public" in cache_control
+        max_age = int(cache_control["max-age"].split("=")[1])
+        until_next_update = (answer.next_update_utc - answer.this_update_utc).total_seconds()
+        assert until_next_update - 60 <= max_age <= until_next_update
+        assert first.headers["etag"] and first.headers["last-modified"] and first.headers["expires"]
+        second = await http.get(f"{base}/{encoded}")
+        assert second.content == first.content and second.headers["etag"] == first.headers["etag"]
+        unchanged = await http.get(f"{base}/{encoded}", headers={"If-None-Match": first.headers["etag"]})
+        assert unchanged.status_code == 304 and unchanged.content == b""
+
+        # A revocation is a new answer with a new validator.
+        await api.call("certificates.revoke", wire.RevokeRequest(reason="superseded"), certificate_id=info.id)
+        revoked = await http.get(f"{base}/{encoded}", headers={"If-None-Match": first.headers["etag"]})
+        assert revoked.status_code == 200
+        assert ocsp.load_der_ocsp_response(revoked.content).certificate_status == ocsp.OCSPCertStatus.REVOKED
+
+        # What only this client may see is never cached: a nonce's echo, an unknown.
+        with_nonce = await http.post(base, content=_ocsp_request(target, nonce=True),
+                                     headers={"Content-Type": "application/ocsp-request"})
+        assert with_nonce.headers["cache-control"] == "no-cache"
+        issuer = x509.load_pem_x509_certificates((target / "chain.pem").read_bytes())[0]
+        unknown = ocsp.OCSPRequestBuilder().add_certificate_by_hash(
+            _name_hash(issuer), _key_hash(issuer), 0x1234567, hashes.SHA1()).build()
+        quoted = urllib.parse.quote(base64.b64encode(unknown.public_bytes(serialization.Encoding.DER)).decode(),
+                                    safe="")
+        assert (await http.get(f"{base}/{quoted}")).headers["cache-control"] == "no-cache"

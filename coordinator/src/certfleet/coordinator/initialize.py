@@ -29,7 +29,7 @@ from certfleet.shared import jws, wire
 from certfleet.shared.pki import KeyType, generate_private_key, load_private_key, private_key_pem
 
 from . import audit, credentials
-from .ca.authority import CertificateAuthority, create_root
+from .ca.authority import CertificateAuthority, IssuerLinks, create_root
 from .secretbox import MasterKey, MasterKeyError, audit_chain_key
 from .settings import Settings
 from .storage import BootstrapTokens, Conflict, Database, Issuers, Meta, Profiles, SigningKeys, Tx, migrate
@@ -63,12 +63,14 @@ def _seal_pem(master: MasterKey, key: object, context: str) -> str:
     return master.seal(private_key_pem(key), context=context)  # type: ignore[arg-type]
 
 
-def _create(tx: Tx, master: MasterKey, settings: Settings, now: int) -> str | None:
+def _create(tx: Tx, master: MasterKey, settings: Settings, now: int, pki_base: str) -> str | None:
     meta = Meta(tx)
     if meta.get("initialized") is not None:
         return None
     root = create_root("certfleet root CA", now=now)
-    issuing = root.create_subordinate("certfleet issuing CA", now=now)
+    # The same CRL, OCSP and CA-issuer links as every CA created later through the API.
+    issuing = root.create_subordinate("certfleet issuing CA", now=now,
+                                      links=IssuerLinks.under(pki_base, "iss_root") if pki_base else IssuerLinks())
     issuers = Issuers(tx)
     for id, name, kind, parent, authority, chain in (
         ("iss_root", ROOT_NAME, "root", None, root, ""),
@@ -187,7 +189,9 @@ def check_tls_pair(cert_path: Path, key_path: Path) -> None:
         raise InitializationError(f"the TLS certificate {cert_path} has expired")
 
 
-async def initialize(settings: Settings, database: Database, *, now: int) -> CoordinatorKeys:
+async def initialize(settings: Settings, database: Database, *, now: int, pki_base: str = "") -> CoordinatorKeys:
+    """``pki_base``: where relying parties reach the PKI endpoints, written into the
+    issuing CA's certificate when this start creates it."""
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
         master = MasterKey.load_or_create(settings.data_dir / "master.key", settings.master_key)
@@ -195,7 +199,7 @@ async def initialize(settings: Settings, database: Database, *, now: int) -> Coo
         raise InitializationError(str(exc)) from exc
     await migrate(database, now=now)
     try:
-        bootstrap_token = await database.transact(lambda tx: _create(tx, master, settings, now))
+        bootstrap_token = await database.transact(lambda tx: _create(tx, master, settings, now, pki_base.rstrip("/")))
     except Conflict:
         bootstrap_token = None  # another coordinator initialized the database first
     root, issuing, issuing_id, kid, order_key = await database.transact(lambda tx: _load(tx, master))

@@ -115,11 +115,14 @@ async def run_coordinator(
     # The listeners are bound before anything is created or printed: a busy port stops
     # the start with nothing to undo, and no bootstrap token is announced and lost.
     api_socket: socket.socket | None = _bind_api(settings.listen)
-    database = None
+    pki_socket = database = None
     try:
+        # The PKI listener's address goes into the CA certificates made on first
+        # start, so it is bound before them (port 0 tells its port only once bound).
+        pki_socket, pki_url = _bind_pki(settings)
         database = await trio.to_thread.run_sync(open_database, settings.database_url, settings.data_dir)
         now = int(time.time())
-        keys = await initialize(settings, database, now=now)
+        keys = await initialize(settings, database, now=now, pki_base=pki_url or settings.public_url or "")
         cert_path, key_path = ensure_tls(settings, keys, now)
         coordinator = Coordinator(database, keys, work_order_ttl=settings.work_order_ttl)
         coordinator.scan_interval = settings.discovery_scan_interval
@@ -150,15 +153,17 @@ async def run_coordinator(
                 upkeep.start_soon(_maintenance, coordinator, Leadership(database, settings.database_url),
                                   settings.maintenance_interval)
             async with trio.open_nursery() as servers:
-                if settings.pki_listen:
+                coordinator.pki_url = pki_url
+                if pki_socket is not None:
                     pki_config = Config()
-                    pki_config.bind = [settings.pki_listen]
+                    # Hypercorn owns the socket from here and closes it.
+                    pki_config.bind = [f"fd://{pki_socket.detach()}"]
+                    pki_socket = None
                     pki_config.accesslog = None
                     pki_config.errorlog = config.errorlog
                     pki_config.graceful_timeout = 5
                     pki_binds = await servers.start(functools.partial(
                         serve, create_app(coordinator, plain_http=True), pki_config, shutdown_trigger=trigger))
-                    coordinator.pki_url = settings.pki_public_url or pki_binds[0]
                     log.info("PKI endpoints (CRL, OCSP, CA certificates) also on %s", pki_binds[0])
                 installer = AgentInstaller(settings.data_dir, ca_fingerprint=certificate_fingerprint(keys.root),
                                            checkout=checkout_root(), public_url=settings.public_url)
@@ -175,8 +180,37 @@ async def run_coordinator(
             # The servers return only after a graceful shutdown; upkeep stops with them.
             upkeep.cancel_scope.cancel()
     finally:
-        if api_socket is not None:
-            api_socket.close()
+        for unserved in (api_socket, pki_socket):
+            if unserved is not None:
+                unserved.close()
         if database is not None:
             with trio.CancelScope(shield=True):
                 await database.close()
+
+
+def _bind_pki(settings: Settings) -> tuple[socket.socket | None, str | None]:
+    """The bound (not yet listening) socket of the plain-HTTP PKI listener and the
+    base URL relying parties use for it; ``(None, pki_public_url)`` when it is off.
+    Raises :class:`InitializationError` when the address cannot be bound."""
+    bind = settings.pki_bind
+    if bind is None:
+        return None, settings.pki_public_url
+    host, _, port_text = bind.rpartition(":")
+    host = host.strip("[]")
+    try:
+        port = int(port_text)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except (ValueError, OSError) as exc:
+        raise InitializationError(f"CERTFLEET_PKI_LISTEN {bind!r} is not HOST:PORT") from exc
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise InitializationError(
+            f"cannot listen for CRL and OCSP requests on {bind} ({exc.strerror or exc}): set CERTFLEET_PKI_LISTEN"
+            " to a free HOST:PORT, or to off") from exc
+    bound_port = sock.getsockname()[1]
+    url_host = f"[{host}]" if ":" in host else host
+    return sock, (settings.pki_public_url or f"http://{url_host}:{bound_port}").rstrip("/")

@@ -8,7 +8,12 @@ from pathlib import Path
 
 from certfleet.shared.paths import state_dir
 
-__all__ = ["Settings", "default_data_dir"]
+__all__ = ["DEFAULT_PKI_PORT", "Settings", "default_data_dir"]
+
+DEFAULT_PKI_PORT = 8080
+"""Where relying parties fetch CRLs, OCSP answers and CA certificates over plain
+HTTP: the links in certificates must be ``http://`` (RFC 5280 §4.2.1.13; nginx will
+not staple OCSP from an ``https`` responder)."""
 
 
 def default_data_dir() -> Path:
@@ -28,7 +33,10 @@ class Settings:
     public_url: str | None = None
     """How clients reach this coordinator (behind a load balancer); default: the bound URL."""
     pki_listen: str | None = None
-    """Optional plain-HTTP listener for CRL, OCSP and CA certificates only."""
+    """The plain-HTTP listener for CRL, OCSP and CA certificates only. Default: the
+    host of ``listen`` on port :data:`DEFAULT_PKI_PORT` (any free port when ``listen``
+    asks for port 0); ``off`` serves none, and certificates then point at
+    ``pki_public_url`` or, failing that, at the HTTPS ``public_url``."""
     pki_public_url: str | None = None
     """How relying parties reach that listener (written into certificates as the base
     of the CRL, OCSP and CA-issuer links); default: its bound address."""
@@ -58,6 +66,14 @@ class Settings:
         values.update({k: v for k, v in overrides.items() if v is not None})
         values["data_dir"] = Path(values["data_dir"]).resolve()  # type: ignore[arg-type]
         return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def pki_bind(self) -> str | None:
+        """The ``HOST:PORT`` the PKI listener binds, ``None`` when it is off."""
+        if self.pki_listen is not None:
+            return None if self.pki_listen.strip().lower() == "off" else self.pki_listen
+        host, _, port = self.listen.rpartition(":")
+        return f"{host}:{0 if port == '0' else DEFAULT_PKI_PORT}"
 
     @property
     def tls_dir(self) -> Path:

@@ -305,6 +305,22 @@ class TargetInfo(Message):
     last_check_at: int | None = None
 
 
+MIN_LIFETIME_SECONDS = 300
+MAX_LIFETIME_SECONDS = 398 * 86400
+"""The CA/Browser Forum's ceiling for a TLS server certificate (Baseline Requirements §6.3.2)."""
+
+
+def check_lifetime(seconds: int) -> None:
+    """Raise ``msgspec.ValidationError`` naming the bound a certificate lifetime breaks,
+    in days rather than as a raw integer constraint."""
+    if seconds < MIN_LIFETIME_SECONDS:
+        raise msgspec.ValidationError(f"lifetime_seconds must be at least 5 minutes ({MIN_LIFETIME_SECONDS} s),"
+                                      f" not {seconds} s")
+    if seconds > MAX_LIFETIME_SECONDS:
+        raise msgspec.ValidationError(f"lifetime_seconds must be at most 398 days ({MAX_LIFETIME_SECONDS} s),"
+                                      f" not {seconds} s ({seconds / 86400:g} days)")
+
+
 class CertificateCreate(Message):
     """A managed certificate. Deploy it to a named target (``target_id``, a target's
     id or name) or describe the target inline (``target``), which creates a target
@@ -320,13 +336,17 @@ class CertificateCreate(Message):
     tags: Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=64)]], msgspec.Meta(max_length=32)] = []
     sans: Annotated[list[Name], msgspec.Meta(max_length=99)] = []
     key_type: KeyType = KeyType.EC_P256
-    lifetime_seconds: Annotated[int, msgspec.Meta(ge=300, le=398 * 86400)] = 90 * 86400
+    lifetime_seconds: int | None = None
+    """The whole validity period (RFC 5280 §4.1.2.5), from 5 minutes to 398 days.
+    Default: the profile's ``default_lifetime_seconds``."""
 
     def validate(self) -> None:
         try:
             normalize_names([self.common_name, *self.sans])
         except NameError_ as exc:
             raise msgspec.ValidationError(str(exc)) from exc
+        if self.lifetime_seconds is not None:
+            check_lifetime(self.lifetime_seconds)
         if (self.target is None) == (self.target_id is None):
             raise msgspec.ValidationError("give either target (inline settings) or target_id (a named target)")
         if self.target is not None:
@@ -791,6 +811,9 @@ class ProfilePolicy(Message):
     must_staple: bool = False
     short_lived: bool = False
     """At most seven days, and no CRL or OCSP pointers in the certificate."""
+    default_lifetime_seconds: Annotated[int, msgspec.Meta(ge=300, le=398 * 86400)] | None = None
+    """For a certificate created without a lifetime. Default: 90 days, or the
+    profile's maximum (seven days at most when short-lived) if that is shorter."""
     requires_approval: bool = False
     approval_ttl_seconds: Annotated[int, msgspec.Meta(ge=60, le=30 * 86400)] = 3 * 86400
 
@@ -871,18 +894,34 @@ class IssuerInfo(Message):
     not_after: int | None = None
     certificate_pem: str | None = None
     csr_pem: str | None = None
+    revoked_at: int | None = None
+    revocation_reason: str | None = None
 
 
 # --- revocation and approvals --------------------------------------------------------
 
 Reason = Literal["unspecified", "key-compromise", "ca-compromise", "affiliation-changed", "superseded",
-                 "cessation-of-operation", "certificate-hold", "privilege-withdrawn", "aa-compromise"]
+                 "cessation-of-operation", "certificate-hold", "privilege-withdrawn", "aa-compromise",
+                 "remove-from-crl"]
 
 
 class RevokeRequest(Message):
-    """RFC 5280 §5.3.1 reason codes."""
+    """RFC 5280 §5.3.1 reason codes. ``certificate-hold`` suspends a certificate;
+    a later revocation with a final reason makes it permanent, and
+    ``remove-from-crl`` releases the hold (the entry leaves the CRL and OCSP
+    answers ``good`` again)."""
 
     reason: Reason = "unspecified"
+
+
+IssuerRevocationReason = Literal["unspecified", "key-compromise", "ca-compromise", "affiliation-changed",
+                                 "superseded", "cessation-of-operation", "privilege-withdrawn"]
+
+
+class IssuerRevokeRequest(Message):
+    """Revoking an intermediate CA: final, so no hold (RFC 5280 §5.3.1 reason codes)."""
+
+    reason: IssuerRevocationReason
 
 
 class BulkRevokeRequest(Message):
@@ -899,7 +938,7 @@ class BulkRevokeRequest(Message):
 
 class RevokeResult(Message):
     certificate_id: str
-    status: Literal["revoked", "already-revoked", "nothing-to-revoke", "refused"]
+    status: Literal["revoked", "already-revoked", "nothing-to-revoke", "refused", "released", "not-on-hold"]
     serials: list[str] = []
     detail: str = ""
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 
 from cryptography import x509
 
-__all__ = ["ConstraintViolation", "check_name_constraints"]
+__all__ = ["ConstraintViolation", "check_name_constraints", "check_subordinate_constraints"]
 
 
 class ConstraintViolation(ValueError):
@@ -60,3 +60,38 @@ def check_name_constraints(names: Sequence[str], chain: Iterable[x509.Certificat
             permitted = [c for c in constraints.permitted_subtrees or () if _within(name, c) is not None]
             if permitted and not any(_within(name, c) for c in permitted):
                 raise ConstraintViolation(f"{name} is outside the names permitted by {subject}")
+
+
+def _subtrees_overlap(child: x509.GeneralName, parent: x509.GeneralName) -> bool | None:
+    """Whether two permitted subtrees share any name; ``None`` when their types differ."""
+    if type(child) is not type(parent):
+        return None
+    if isinstance(child, x509.IPAddress):
+        return child.value.version == parent.value.version and child.value.overlaps(parent.value)  # type: ignore[union-attr]
+    if isinstance(child, x509.DNSName):
+        a, b = child.value.lower().rstrip("."), parent.value.lower().rstrip(".")
+        return _dns_within(a.lstrip("."), b) or _dns_within(b.lstrip("."), a) or a.lstrip(".") == b.lstrip(".")
+    if isinstance(child, x509.RFC822Name):
+        # A mailbox, a host or a domain (leading dot): compare the host parts.
+        a, b = child.value.lower().rsplit("@", 1)[-1], parent.value.lower().rsplit("@", 1)[-1]
+        return _dns_within(a.lstrip("."), b) or _dns_within(b.lstrip("."), a) or a.lstrip(".") == b.lstrip(".")
+    return child == parent
+
+
+def check_subordinate_constraints(permitted: Iterable[x509.GeneralName], chain: Iterable[x509.Certificate]) -> None:
+    """Raise :class:`ConstraintViolation` if a subordinate CA's permitted subtree
+    shares no name with the subtrees of its type that a CA above permits (§4.2.1.10:
+    a relying party intersects them, so such a CA could issue for nothing)."""
+    permitted = list(permitted)
+    for certificate in chain:
+        try:
+            constraints = certificate.extensions.get_extension_for_class(x509.NameConstraints).value
+        except x509.ExtensionNotFound:
+            continue
+        above = list(constraints.permitted_subtrees or ())
+        for subtree in permitted:
+            same_type = [p for p in above if _subtrees_overlap(subtree, p) is not None]
+            if same_type and not any(_subtrees_overlap(subtree, p) for p in same_type):
+                raise ConstraintViolation(
+                    f"permitted {subtree.value} does not overlap the names "
+                    f"{certificate.subject.rfc4514_string()} permits ({', '.join(str(p.value) for p in same_type)})")

@@ -13,12 +13,25 @@ from collections.abc import Iterable, Sequence
 from certfleet.shared.pki import KeyType
 from certfleet.shared.wire import ProfilePolicy
 
-__all__ = ["SHORT_LIVED_MAX", "PolicyViolation", "check_issuance", "name_matches", "validate_patterns"]
+__all__ = ["DEFAULT_LIFETIME", "SHORT_LIVED_MAX", "PolicyViolation", "check_issuance", "default_lifetime",
+           "name_matches", "validate_patterns"]
 
 SHORT_LIVED_MAX = 7 * 86400
 """A short-lived certificate needs no revocation pointers (CA/Browser Forum
 Baseline Requirements §7.1.2.11.2) and lives at most seven days."""
 
+DEFAULT_LIFETIME = 90 * 86400
+"""A certificate's lifetime when neither the request nor its profile names one."""
+
+
+def lifetime_limit(policy: ProfilePolicy) -> int:
+    return min(policy.max_lifetime_seconds, SHORT_LIVED_MAX) if policy.short_lived else policy.max_lifetime_seconds
+
+
+def default_lifetime(policy: ProfilePolicy) -> int:
+    """The lifetime of a certificate created without one: the profile's
+    ``default_lifetime_seconds``, else 90 days, never above the profile's limit."""
+    return min(policy.default_lifetime_seconds or DEFAULT_LIFETIME, lifetime_limit(policy))
 
 
 class PolicyViolation(ValueError):
@@ -78,7 +91,7 @@ def check_issuance(policy: ProfilePolicy, *, key_type: KeyType, names: Sequence[
     if key_type not in policy.key_types:
         raise PolicyViolation("key_types", str(key_type),
                               f"key type {key_type} is not allowed (allowed: {', '.join(policy.key_types)})")
-    limit = min(policy.max_lifetime_seconds, SHORT_LIVED_MAX) if policy.short_lived else policy.max_lifetime_seconds
+    limit = lifetime_limit(policy)
     if lifetime_seconds > limit:
         raise PolicyViolation("max_lifetime_seconds", lifetime_seconds,
                               f"lifetime {lifetime_seconds}s exceeds the profile's maximum of {limit}s")

@@ -12,10 +12,10 @@ from certfleet.shared.pki import KeyType
 from certfleet.shared.workorder import OrderKind, sign_work_order
 
 from .. import errors
-from ..ca.authority import IssuedCertificate, LeafOptions
+from ..ca.authority import IssuedCertificate, LeafOptions, LifetimeBeyondIssuer
 from ..ca.constraints import ConstraintViolation, check_name_constraints
-from ..ca.policy import PolicyViolation, check_issuance, validate_patterns
-from ..core import Call, new_id
+from ..ca.policy import PolicyViolation, check_issuance, default_lifetime, validate_patterns
+from ..core import Call, Page, new_id, page_request, paged
 from ..lifecycle.jobs import JobEvent, JobState
 from ..rbac import Scope
 from ..storage import Agents, Approvals, Certificates, Issuers, Jobs, Profiles, Tx, WorkOrders
@@ -279,10 +279,12 @@ class CertificateOperations(JobOperations, TargetOperations):
         self.record(tx, call, resource_type="certificate", resource_id=certificate_id,
                     details={"names": names, "agent_id": body.agent_id, "profile_id": profile["id"]})
 
-    async def certificates_list(self, call: Call) -> list[wire.CertificateInfo]:
-        rows = await self.database.transact(lambda tx: Certificates(tx).list())
-        visible = self.profile_visible(call, "cert.read")
-        return [certificate_info(row) for row in rows if visible(row)]
+    async def certificates_list(self, call: Call) -> Page:
+        after, limit = page_request(call)
+        everything, profiles, issuers = call.principal.permissions.profile_filter("cert.read")
+        rows, next_after = paged(await self.database.transact(lambda tx: Certificates(tx).list(
+            within=None if everything else (profiles, issuers), after=after, limit=limit)), limit)
+        return Page([certificate_info(row) for row in rows], next_after)
 
     async def certificates_get(self, call: Call) -> wire.CertificateInfo:
         def get(tx: Tx) -> dict[str, Any]:
@@ -301,11 +303,23 @@ class CertificateOperations(JobOperations, TargetOperations):
         if issuer["status"] != "active":
             raise errors.Conflict(f"issuer {issuer['name']} is {issuer['status']} and no longer issues",
                                   slug="issuer-not-active")
+        if (revoked := Issuers(tx).revoked_above(issuer["id"])) is not None:
+            raise errors.Conflict(f"issuer {issuer['name']} is below {revoked['name']}, which was revoked:"
+                                  " issue under another CA", slug="issuer-not-active")
         try:
             check_name_constraints(names, self.authorities.chain(issuer))
         except ConstraintViolation as exc:
             raise errors.UnprocessableEntity(str(exc), slug="name-constraints", rule="name_constraints") from exc
         return issuer
+
+    def _check_issuer_lifetime(self, issuer: dict[str, Any], lifetime: int) -> None:
+        """Refuse a lifetime the issuer's own certificate does not cover: a leaf is
+        never cut short behind the caller's back."""
+        try:
+            self.authorities.authority(issuer).check_lifetime(now=self.now(), lifetime_seconds=lifetime)
+        except LifetimeBeyondIssuer as exc:
+            raise errors.UnprocessableEntity(str(exc), slug="lifetime-beyond-issuer", rule="lifetime_seconds",
+                                             value=str(lifetime)) from exc
 
     def issue_under_profile(self, tx: Tx, certificate: dict[str, Any], public_key: Any,
                             key_type: KeyType) -> tuple[IssuedCertificate, dict[str, Any]]:
@@ -316,6 +330,7 @@ class CertificateOperations(JobOperations, TargetOperations):
         names = json.loads(certificate["names"])
         _check_policy(policy, key_type=key_type, names=names, lifetime=certificate["lifetime_seconds"])
         issuer = self._check_constraints(tx, profile, names)
+        self._check_issuer_lifetime(issuer, certificate["lifetime_seconds"])
         base = self.pki_base()
         revocable = not policy.short_lived
         options = LeafOptions(

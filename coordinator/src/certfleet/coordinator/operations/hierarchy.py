@@ -1,7 +1,9 @@
-"""The CA hierarchy: roots, intermediates with constraints, external sub-CAs, retirement."""
+"""The CA hierarchy: roots, intermediates with constraints, external sub-CAs,
+retirement and revocation."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from cryptography import x509
@@ -12,9 +14,10 @@ from certfleet.shared import wire
 from certfleet.shared.pki import private_key_pem
 
 from .. import errors
-from ..ca.authority import NameConstraintsSpec, build_ca_csr, create_root
+from ..ca.authority import IssuerLinks, NameConstraintsSpec, build_ca_csr, create_root
+from ..ca.constraints import ConstraintViolation, check_subordinate_constraints
 from ..core import Call, CoordinatorBase, new_id
-from ..storage import Certificates, Issuers, Tx
+from ..storage import Certificates, Issuers, Ocsp, Tx
 
 __all__ = ["HierarchyOperations", "issuer_info"]
 
@@ -27,7 +30,13 @@ def issuer_info(row: dict[str, Any]) -> wire.IssuerInfo:
         not_after = int(certificate.not_valid_after_utc.timestamp())
     return wire.IssuerInfo(id=row["id"], name=row["name"], kind=row["kind"], status=row["status"],
                            created_at=row["created_at"], parent_id=row["parent_id"], subject=subject,
-                           not_after=not_after, certificate_pem=row["certificate_pem"], csr_pem=row["csr_pem"])
+                           not_after=not_after, certificate_pem=row["certificate_pem"], csr_pem=row["csr_pem"],
+                           revoked_at=row.get("revoked_at"), revocation_reason=row.get("revocation_reason"))
+
+
+def serial_hex(row: dict[str, Any]) -> str:
+    """The issuer certificate's serial as OCSP requests and CRL entries name it."""
+    return format(x509.load_pem_x509_certificate(row["certificate_pem"].encode()).serial_number, "x")
 
 
 def _pem(certificate: x509.Certificate) -> str:
@@ -136,10 +145,18 @@ class HierarchyOperations(CoordinatorBase):
                 raise errors.UnprocessableEntity(
                     f"path length {body.path_length} must be below the parent's {parent_limit.path_length}",
                     slug="path-length")
+            if constraints is not None and (extension := constraints.extension()) is not None:
+                try:
+                    check_subordinate_constraints(extension.permitted_subtrees or (),
+                                                  [parent.certificate, *self.authorities.chain(parent_row)])
+                except ConstraintViolation as exc:
+                    raise errors.UnprocessableEntity(f"{exc}: a CA under {body.parent} could issue for nothing;"
+                                                     " permit names inside the parent's",
+                                                     slug="name-constraints", rule="name_constraints") from exc
             child = parent.create_subordinate(body.common_name or body.name, now=self.now(),
                                               lifetime_days=body.lifetime_days, path_length=body.path_length,
                                               constraints=constraints,
-                                              crl_url=f"{self.pki_base()}/.well-known/pki/crl/{parent_row['id']}")
+                                              links=IssuerLinks.under(self.pki_base(), parent_row["id"]))
             issuers.insert(id=issuer_id, name=body.name, kind="intermediate", status="active",
                            parent_id=parent_row["id"], certificate_pem=child.certificate_pem.decode(),
                            chain_pem=child.certificate_pem.decode() + parent_row["chain_pem"],
@@ -230,3 +247,40 @@ class HierarchyOperations(CoordinatorBase):
             return issuers.get(row["id"])
 
         return issuer_info(await self.database.transact(retire))
+
+    async def issuers_revoke(self, call: Call) -> wire.IssuerInfo:
+        """Revoke an intermediate CA: its parent's CRL lists it and the parent's OCSP
+        responder answers ``revoked`` for it (RFC 5280 §5.3.1, RFC 6960 §2.2), nothing
+        more is issued under it or any CA below it, and every certificate still
+        relying on it raises an alert. A root or an external sub-CA has no parent
+        here to publish the revocation: retire it instead."""
+        body: wire.IssuerRevokeRequest = call.body
+
+        def revoke(tx: Tx) -> dict[str, Any]:
+            issuers = Issuers(tx)
+            row = issuers.get(call.params["issuer_id"])
+            if row["kind"] != "intermediate" or row["parent_id"] is None:
+                raise errors.Conflict(f"issuer {row['name']} is {'a root' if row['kind'] == 'root' else 'signed outside'}"
+                                      " certfleet: no CRL here can list it; retire it instead", slug="not-revocable")
+            if row["revoked_at"] is not None:
+                raise errors.Conflict(f"issuer {row['name']} is already revoked", slug="already-revoked")
+            now = self.now()
+            issuers.revoke(row["id"], reason=body.reason, now=now)
+            Ocsp(tx).invalidate(row["parent_id"], serial_hex(row))
+            issuers.mark_crl_dirty(row["parent_id"], now)
+            below = issuers.below(row["id"])
+            affected = Certificates(tx).unrevoked_below(below, now)
+            for certificate in affected:
+                name = json.loads(certificate["names"])[0]
+                self.emit(tx, kind="certificate.issuer-revoked", severity="critical",
+                          subject=f"certificate:{certificate['id']}",
+                          summary=f"{name}: its issuing CA {row['name']} was revoked ({body.reason});"
+                                  " relying parties reject it, reissue under another CA",
+                          dedup_key=f"issuer-revoked:{row['id']}:{certificate['id']}",
+                          details={"issuer_id": row["id"], "reason": body.reason})
+            self.record(tx, call, resource_type="issuer", resource_id=row["id"],
+                        details={"reason": body.reason, "parent_id": row["parent_id"], "issuers_below": below[1:],
+                                 "certificates_affected": len(affected)})
+            return issuers.get(row["id"])
+
+        return issuer_info(await self.database.transact(revoke))

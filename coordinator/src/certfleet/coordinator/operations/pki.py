@@ -1,15 +1,21 @@
-"""What relying parties fetch: issuer certificates, CRLs and OCSP answers."""
+"""What relying parties fetch: issuer certificates, CRLs and OCSP answers.
+
+An issuer's CRL and OCSP responder speak for everything it signed: leaves and the
+intermediate CAs under it. Pre-signed OCSP answers fetched over GET are cacheable
+until their nextUpdate (RFC 5019 §6.2), so HTTP caches and CDNs can serve them."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import urllib.parse
 from typing import Any
 
 import trio
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.x509 import ocsp as x509_ocsp
 
 from certfleet.shared.pki import private_key_pem
 
@@ -61,6 +67,9 @@ class PkiOperations(CoordinatorBase):
             issuer = Issuers(tx).get(issuer_id)
             revoked = [(r["serial"], r["revoked_at"], r["revocation_reason"] or "unspecified")
                        for r in Certificates(tx).revoked_for_issuer(issuer_id, now)]
+            revoked += [(serial, row["revoked_at"], row["revocation_reason"] or "unspecified")
+                        for row, serial, not_after in _children(tx, issuer_id)
+                        if row["revoked_at"] is not None and not_after > now]
             return issuer, revoked, Issuers(tx).take_crl_number(issuer_id)
 
         issuer, revoked, number = await self.database.transact(snapshot)
@@ -139,33 +148,56 @@ class PkiOperations(CoordinatorBase):
         if request is None:
             return RawResponse(ocsp.malformed(), "application/ocsp-response")
 
-        def answer(tx: Tx) -> bytes:
+        def status_of(tx: Tx, issuer: dict[str, Any]) -> ocsp.CertStatus:
+            version = Certificates(tx).version(request.serial_hex)
+            if version is not None and version["issuer_id"] == issuer["id"]:
+                if version["revoked_at"] is not None:
+                    return ocsp.CertStatus("revoked", version["revoked_at"], version["revocation_reason"])
+                return ocsp.CertStatus("good")
+            # Not a leaf of this issuer: perhaps a CA it signed.
+            for child, serial, _ in _children(tx, issuer["id"]):
+                if serial == request.serial_hex:
+                    if child["revoked_at"] is not None:
+                        return ocsp.CertStatus("revoked", child["revoked_at"], child["revocation_reason"])
+                    return ocsp.CertStatus("good")
+            return ocsp.CertStatus("unknown")
+
+        def answer(tx: Tx) -> tuple[bytes, bool]:
+            """The DER answer, and whether it is a pre-signed one any client may be given."""
             issuer = Issuers(tx).find(issuer_name)
             if issuer is None or issuer["certificate_pem"] is None or issuer["status"] == "retired":
-                return ocsp.unauthorized()
+                return ocsp.unauthorized(), False
             responder = self._responder(tx, issuer)
             if not responder.matches_issuer(request):
-                return ocsp.unauthorized()
+                return ocsp.unauthorized(), False
             store = Ocsp(tx)
             if request.nonce is None:
                 cached = store.response(issuer["id"], request.serial_hex)
                 if cached is not None and cached["refresh_at"] > self.now():
-                    return base64.b64decode(cached["der"])
-            version = Certificates(tx).version(request.serial_hex)
-            if version is None or version["issuer_id"] != issuer["id"]:
-                status = ocsp.CertStatus("unknown")
-            elif version["revoked_at"] is not None:
-                status = ocsp.CertStatus("revoked", version["revoked_at"], version["revocation_reason"])
-            else:
-                status = ocsp.CertStatus("good")
+                    return base64.b64decode(cached["der"]), True
+            status = status_of(tx, issuer)
             signed = responder.respond(request, status, now=self.now(), validity=OCSP_VALIDITY)
-            if request.nonce is None and status.status != "unknown":
+            shareable = request.nonce is None and status.status != "unknown"
+            if shareable:
                 store.put_response(issuer_id=issuer["id"], serial=request.serial_hex,
                                    der=base64.b64encode(signed).decode(), refresh_at=self.now() + OCSP_VALIDITY // 2)
-            return signed
+            return signed, shareable
 
-        return RawResponse(await self.database.transact(answer), "application/ocsp-response",
-                           headers={"Cache-Control": "no-cache"})
+        der, shareable = await self.database.transact(answer)
+        if not shareable:
+            # A nonce's echo, an "unknown" or an error must not be served to anyone else.
+            return RawResponse(der, "application/ocsp-response", headers={"Cache-Control": "no-cache"})
+        return RawResponse(der, "application/ocsp-response", headers=self._cache_headers(der))
+
+    def _cache_headers(self, der: bytes) -> dict[str, str]:
+        """RFC 5019 §6.2: cacheable until nextUpdate, with validators (ETag,
+        Last-Modified) so a cache can revalidate."""
+        response = x509_ocsp.load_der_ocsp_response(der)
+        this_update = int(response.this_update_utc.timestamp())
+        next_update = int(response.next_update_utc.timestamp()) if response.next_update_utc else self.now()
+        return {"Cache-Control": f"max-age={max(0, next_update - self.now())}, public, no-transform, must-revalidate",
+                "ETag": '"' + hashlib.sha256(der).hexdigest()[:32] + '"',
+                "Last-Modified": _http_date(this_update), "Expires": _http_date(next_update)}
 
     async def pki_ocsp_post(self, call: Call) -> RawResponse:
         return await self._answer(call.params["issuer"], call.body)
@@ -175,8 +207,21 @@ class PkiOperations(CoordinatorBase):
         try:
             der = base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError):
-            return RawResponse(ocsp.malformed(), "application/ocsp-response")
-        return await self._answer(call.params["issuer"], der)
+            return RawResponse(ocsp.malformed(), "application/ocsp-response", headers={"Cache-Control": "no-cache"})
+        answered = await self._answer(call.params["issuer"], der)
+        etag = (answered.headers or {}).get("ETag")
+        if etag is not None and call.headers.get("if-none-match") == etag:
+            return RawResponse(b"", "application/ocsp-response", status=304, headers=answered.headers)
+        return answered
+
+
+def _children(tx: Tx, issuer_id: str) -> list[tuple[dict[str, Any], str, int]]:
+    """The CAs ``issuer_id`` signed, each with its certificate's serial (hex) and notAfter."""
+    found = []
+    for row in Issuers(tx).children(issuer_id):
+        certificate = x509.load_pem_x509_certificate(row["certificate_pem"].encode())
+        found.append((row, format(certificate.serial_number, "x"), int(certificate.not_valid_after_utc.timestamp())))
+    return found
 
 
 def _http_date(timestamp: int) -> str:

@@ -1,6 +1,11 @@
 """Revocation: single and bulk, visible in OCSP at once and in the CRL after the
 debounce. A revoke never builds a CRL itself, so its cost does not grow with the
-number of certificates already revoked."""
+number of certificates already revoked.
+
+A ``certificate-hold`` (RFC 5280 §5.3.1) is the one revocation that can be undone:
+``remove-from-crl`` releases it (the entry leaves the next full CRL, which §5.3.1
+allows in place of a delta CRL's removeFromCRL entry, and OCSP answers ``good``
+again), and any other reason makes it final, keeping the hold's revocation date."""
 
 from __future__ import annotations
 
@@ -18,17 +23,46 @@ __all__ = ["RevocationOperations"]
 
 
 class RevocationOperations(CoordinatorBase):
-    def _revoke_certificate(self, tx: Tx, call: Call, certificate: dict[str, Any], reason: str) -> wire.RevokeResult:
-        certificates = Certificates(tx)
-        versions = certificates.unrevoked_versions(certificate["id"], self.now())
-        if not versions:
-            status = "already-revoked" if certificate["status"] == "revoked" else "nothing-to-revoke"
-            return wire.RevokeResult(certificate_id=certificate["id"], status=status)
+    def _republish(self, tx: Tx, versions: list[dict[str, Any]]) -> None:
+        """Drop the versions' pre-signed OCSP answers and ask for new CRLs."""
         ocsp, issuers = Ocsp(tx), Issuers(tx)
         for version in versions:
-            certificates.revoke_version(version["serial"], reason=reason, now=self.now())
             ocsp.invalidate(version["issuer_id"], version["serial"])
             issuers.mark_crl_dirty(version["issuer_id"], self.now())
+
+    def _release_hold(self, tx: Tx, call: Call, certificate: dict[str, Any]) -> wire.RevokeResult:
+        certificates = Certificates(tx)
+        held = certificates.held_versions(certificate["id"], self.now())
+        if not held:
+            return wire.RevokeResult(certificate_id=certificate["id"], status="not-on-hold",
+                                     detail="only a certificate-hold can be released")
+        for version in held:
+            certificates.release_hold(version["serial"])
+        self._republish(tx, held)
+        # Revoking cancelled its work, not its deployment: the held version is still
+        # in place on its target, and renewal resumes from here.
+        certificates.set_status(certificate["id"], "deployed", self.now())
+        serials = [v["serial"] for v in held]
+        self.record(tx, call, resource_type="certificate", resource_id=certificate["id"],
+                    details={"reason": "remove-from-crl", "serials": serials})
+        return wire.RevokeResult(certificate_id=certificate["id"], status="released", serials=serials)
+
+    def _revoke_certificate(self, tx: Tx, call: Call, certificate: dict[str, Any], reason: str) -> wire.RevokeResult:
+        if reason == "remove-from-crl":
+            return self._release_hold(tx, call, certificate)
+        certificates = Certificates(tx)
+        versions = certificates.unrevoked_versions(certificate["id"], self.now())
+        # A final reason turns a hold into a revocation; a second hold changes nothing.
+        held = [] if reason == "certificate-hold" else certificates.held_versions(certificate["id"], self.now())
+        if not versions and not held:
+            status = "already-revoked" if certificate["status"] == "revoked" else "nothing-to-revoke"
+            return wire.RevokeResult(certificate_id=certificate["id"], status=status)
+        for version in versions:
+            certificates.revoke_version(version["serial"], reason=reason, now=self.now())
+        for version in held:
+            certificates.set_revocation_reason(version["serial"], reason)
+        versions = versions + held
+        self._republish(tx, versions)
         certificates.set_status(certificate["id"], "revoked", self.now())
         for order in tx.all("SELECT id FROM work_orders WHERE certificate_id = ? AND status IN (?, ?, ?)",
                             (certificate["id"], *WorkOrders.ACTIVE)):
@@ -39,7 +73,7 @@ class RevocationOperations(CoordinatorBase):
         serials = [v["serial"] for v in versions]
         self.emit(tx, kind="certificate.revoked", severity="warning", subject=f"certificate:{certificate['id']}",
                   summary=f"{json.loads(certificate['names'])[0]} revoked ({reason})",
-                  dedup_key=f"revoked:{certificate['id']}:{','.join(serials)}", details={"reason": reason})
+                  dedup_key=f"revoked:{certificate['id']}:{reason}:{','.join(serials)}", details={"reason": reason})
         self.record(tx, call, resource_type="certificate", resource_id=certificate["id"],
                     details={"reason": reason, "serials": serials})
         return wire.RevokeResult(certificate_id=certificate["id"], status="revoked", serials=serials)

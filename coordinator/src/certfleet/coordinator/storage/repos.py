@@ -70,6 +70,20 @@ def _required(row: dict[str, Any] | None, what: str) -> dict[str, Any]:
     return row
 
 
+ALL_ROWS = 2**62
+"""A LIMIT that keeps every row (both engines accept it; PostgreSQL refuses -1)."""
+
+
+def _keyset(table: str, alias: str, order: tuple[str, ...], after: str | None) -> tuple[str, tuple[str, ...]]:
+    """SQL keeping the rows after the row whose id is ``after`` in the order ``order``
+    (keyset paging: a page costs the same wherever it starts). An ``after`` that names
+    no row leaves nothing."""
+    if after is None:
+        return "1 = 1", ()
+    columns = ", ".join(f"{alias}.{column}" for column in order)
+    return f"({columns}) > (SELECT {', '.join(order)} FROM {table} WHERE id = ?)", (after,)
+
+
 @dataclass
 class Meta:
     tx: Tx
@@ -132,6 +146,32 @@ class Issuers:
         """The next CRL number (RFC 5280 §5.2.3: monotonically increasing); clears the dirty mark."""
         self.tx.execute("UPDATE issuers SET crl_number = crl_number + 1, crl_dirty_since = NULL WHERE id = ?", (id,))
         return int(_required(self.tx.one("SELECT crl_number FROM issuers WHERE id = ?", (id,)), id)["crl_number"])
+
+    def children(self, parent_id: str) -> list[dict[str, Any]]:
+        """The CAs this one signed: its CRL and OCSP responder speak for them."""
+        return self.tx.all("SELECT * FROM issuers WHERE parent_id = ? AND certificate_pem IS NOT NULL ORDER BY id",
+                           (parent_id,))
+
+    def revoke(self, id: str, *, reason: str, now: int) -> None:
+        self.tx.execute("UPDATE issuers SET status = 'revoked', revoked_at = ?, revocation_reason = ? WHERE id = ?",
+                        (now, reason, id))
+
+    def revoked_above(self, id: str) -> dict[str, Any] | None:
+        """The nearest revoked CA above ``id`` (its parent, its parent's parent, ...), if any."""
+        row = self.find(id)
+        while row is not None and row["parent_id"] is not None:
+            row = self.find(row["parent_id"])
+            if row is not None and row["revoked_at"] is not None:
+                return row
+        return None
+
+    def below(self, id: str) -> list[str]:
+        """``id`` and every CA under it, at any depth."""
+        found, frontier = [id], [id]
+        while frontier:
+            frontier = [row["id"] for parent in frontier for row in self.children(parent)]
+            found += frontier
+        return found
 
 
 @dataclass
@@ -231,11 +271,15 @@ class ApiKeys:
     def get(self, id: str) -> dict[str, Any]:
         return _required(self.find(id), f"API key {id}")
 
-    def list(self, user_id: str | None = None, *, key_id: str | None = None) -> list[dict[str, Any]]:
+    def list(self, user_id: str | None = None, *, key_id: str | None = None, after: str | None = None,
+             limit: int = ALL_ROWS) -> list[dict[str, Any]]:
+        page, page_params = _keyset("api_keys", "k", ("created_at", "id"), after)
         if user_id is None and key_id is None:
-            return self.tx.all("SELECT * FROM api_keys ORDER BY created_at, id")
+            return self.tx.all(f"SELECT * FROM api_keys k WHERE {page} ORDER BY created_at, id LIMIT ?",
+                               (*page_params, limit))
         return self.tx.all(
-            "SELECT * FROM api_keys WHERE user_id = ? OR id = ? ORDER BY created_at, id", (user_id, key_id))
+            f"SELECT * FROM api_keys k WHERE (user_id = ? OR id = ?) AND {page} ORDER BY created_at, id LIMIT ?",
+            (user_id, key_id, *page_params, limit))
 
     def touch(self, id: str, now: int) -> None:
         # Once a minute is precise enough, and spares a write on every request.
@@ -295,8 +339,9 @@ class Grants:
             f"SELECT * FROM grants WHERE ({clause}) AND (expires_at IS NULL OR expires_at > ?)"
             " ORDER BY created_at, id", (*params, now))
 
-    def list(self) -> list[dict[str, Any]]:
-        return self.tx.all("SELECT * FROM grants ORDER BY created_at, id")
+    def list(self, *, after: str | None = None, limit: int = ALL_ROWS) -> list[dict[str, Any]]:
+        page, params = _keyset("grants", "g", ("created_at", "id"), after)
+        return self.tx.all(f"SELECT * FROM grants g WHERE {page} ORDER BY created_at, id LIMIT ?", (*params, limit))
 
     def count_for_role(self, role: str) -> int:
         row = self.tx.one("SELECT COUNT(*) AS n FROM grants WHERE role = ?", (role,))
@@ -415,9 +460,11 @@ class Jobs:
             self.tx.execute_many(f"UPDATE jobs SET {columns}, updated_at = ? WHERE id = ?", rows)
 
     def list(self, *, state: str | None = None, certificate_id: str | None = None,
-             within: tuple[Iterable[str], Iterable[str]] | None = None, limit: int = 500) -> list[dict[str, Any]]:
+             within: tuple[Iterable[str], Iterable[str]] | None = None, after: str | None = None,
+             limit: int = 500) -> list[dict[str, Any]]:
         """``within``: only jobs of certificates under these (profile ids, issuer ids)."""
-        clauses, params = ["1 = 1"], []
+        page, page_params = _keyset("jobs", "j", ("created_at", "id"), after)
+        clauses, params = [page], list(page_params)
         if state:
             clauses.append("j.state = ?")
             params.append(state)
@@ -494,11 +541,13 @@ class Notifications:
     def get(self, id: str) -> dict[str, Any]:
         return _required(self.tx.one("SELECT * FROM notifications WHERE id = ?", (id,)), f"notification {id}")
 
-    def list(self, status: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
+    def list(self, status: str | None = None, *, after: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
+        page, params = _keyset("notifications", "n", ("created_at", "id"), after)
         if status:
-            return self.tx.all("SELECT * FROM notifications WHERE status = ? ORDER BY created_at, id LIMIT ?",
-                               (status, limit))
-        return self.tx.all("SELECT * FROM notifications ORDER BY created_at, id LIMIT ?", (limit,))
+            return self.tx.all(f"SELECT * FROM notifications n WHERE status = ? AND {page}"
+                               " ORDER BY created_at, id LIMIT ?", (status, *params, limit))
+        return self.tx.all(f"SELECT * FROM notifications n WHERE {page} ORDER BY created_at, id LIMIT ?",
+                           (*params, limit))
 
     def update(self, id: str, **fields: Any) -> None:
         columns = ", ".join(f"{name} = ?" for name in fields)
@@ -540,10 +589,13 @@ class Approvals:
     def get(self, id: str) -> dict[str, Any]:
         return _required(self.tx.one("SELECT * FROM approvals WHERE id = ?", (id,)), f"approval {id}")
 
-    def list(self, status: str | None = None) -> list[dict[str, Any]]:
+    def list(self, status: str | None = None, *, after: str | None = None, limit: int = ALL_ROWS) -> list[dict[str, Any]]:
+        page, params = _keyset("approvals", "a", ("created_at", "id"), after)
         if status:
-            return self.tx.all("SELECT * FROM approvals WHERE status = ? ORDER BY created_at, id", (status,))
-        return self.tx.all("SELECT * FROM approvals ORDER BY created_at, id")
+            return self.tx.all(f"SELECT * FROM approvals a WHERE status = ? AND {page} ORDER BY created_at, id"
+                               " LIMIT ?", (status, *params, limit))
+        return self.tx.all(f"SELECT * FROM approvals a WHERE {page} ORDER BY created_at, id LIMIT ?",
+                           (*params, limit))
 
     def decide(self, id: str, *, status: str, decided_by: str | None, note: str, now: int) -> bool:
         return self.tx.execute(
@@ -600,8 +652,9 @@ class Agents:
     def get(self, id: str) -> dict[str, Any]:
         return _required(self.find(id), f"agent {id}")
 
-    def list(self) -> list[dict[str, Any]]:
-        return self.tx.all("SELECT * FROM agents ORDER BY created_at, id")
+    def list(self, *, after: str | None = None, limit: int = ALL_ROWS) -> list[dict[str, Any]]:
+        page, params = _keyset("agents", "a", ("created_at", "id"), after)
+        return self.tx.all(f"SELECT * FROM agents a WHERE {page} ORDER BY created_at, id LIMIT ?", (*params, limit))
 
     def seen(self, id: str, now: int) -> None:
         self.tx.execute("UPDATE agents SET last_seen_at = ? WHERE id = ?", (now, id))
@@ -657,10 +710,12 @@ class Targets:
         """By id; every one must exist."""
         return _all_by_id(self.tx, "SELECT * FROM targets", ids, "target")
 
-    def list(self, agent_id: str | None = None) -> list[dict[str, Any]]:
+    def list(self, agent_id: str | None = None, *, after: str | None = None, limit: int = ALL_ROWS) -> list[dict[str, Any]]:
+        page, params = _keyset("targets", "t", ("name",), after)
         if agent_id is not None:
-            return self.tx.all("SELECT * FROM targets WHERE agent_id = ? ORDER BY name", (agent_id,))
-        return self.tx.all("SELECT * FROM targets ORDER BY name")
+            return self.tx.all(f"SELECT * FROM targets t WHERE agent_id = ? AND {page} ORDER BY name LIMIT ?",
+                               (agent_id, *params, limit))
+        return self.tx.all(f"SELECT * FROM targets t WHERE {page} ORDER BY name LIMIT ?", (*params, limit))
 
     def certificates(self, id: str) -> list[str]:
         return self.certificates_of([id])[id]
@@ -724,8 +779,13 @@ class Certificates:
         """By id, as :meth:`get` shows them; every one must exist."""
         return _all_by_id(self.tx, _CERTIFICATE_VIEW, ids, "certificate", column="c.id")
 
-    def list(self) -> list[dict[str, Any]]:
-        return self.tx.all(_CERTIFICATE_VIEW + " ORDER BY c.created_at, c.id")
+    def list(self, *, within: tuple[Iterable[str], Iterable[str]] | None = None, after: str | None = None,
+             limit: int = ALL_ROWS) -> list[dict[str, Any]]:
+        """``within``: only certificates under these (profile ids, issuer ids)."""
+        page, params = _keyset("certificates", "c", ("created_at", "id"), after)
+        scope, scope_params = _scope_clause(*within) if within is not None else ("1 = 1", [])
+        return self.tx.all(_CERTIFICATE_VIEW + f" WHERE {page} AND {scope} ORDER BY c.created_at, c.id LIMIT ?",
+                           (*params, *scope_params, limit))
 
     def nearing_expiry(self, now: int) -> list[dict[str, Any]]:
         """Certificates (deployed, failed or pending) whose latest version has a third
@@ -799,6 +859,32 @@ class Certificates:
     def revoke_version(self, serial: str, *, reason: str, now: int) -> bool:
         return self.tx.execute("UPDATE certificate_versions SET revoked_at = ?, revocation_reason = ?"
                                " WHERE serial = ? AND revoked_at IS NULL", (now, reason, serial)) == 1
+
+    def set_revocation_reason(self, serial: str, reason: str) -> bool:
+        """Make a hold final (RFC 5280 §5.3.1): the entry keeps its revocation date."""
+        return self.tx.execute("UPDATE certificate_versions SET revocation_reason = ? WHERE serial = ?"
+                               " AND revocation_reason = 'certificate-hold'", (reason, serial)) == 1
+
+    def release_hold(self, serial: str) -> bool:
+        """Undo a ``certificate-hold``; any other revocation is final."""
+        return self.tx.execute("UPDATE certificate_versions SET revoked_at = NULL, revocation_reason = NULL"
+                               " WHERE serial = ? AND revocation_reason = 'certificate-hold'", (serial,)) == 1
+
+    def held_versions(self, certificate_id: str, now: int) -> list[dict[str, Any]]:
+        """Unexpired versions on ``certificate-hold``."""
+        return self.tx.all("SELECT * FROM certificate_versions WHERE certificate_id = ?"
+                           " AND revocation_reason = 'certificate-hold' AND not_after > ? ORDER BY created_at",
+                           (certificate_id, now))
+
+    def unrevoked_below(self, issuer_ids: list[str], now: int) -> list[dict[str, Any]]:
+        """Certificates with an unexpired, unrevoked version signed by one of ``issuer_ids``."""
+        if not issuer_ids:
+            return []
+        marks = ", ".join("?" for _ in issuer_ids)
+        return self.tx.all(
+            "SELECT DISTINCT c.id, c.names FROM certificates c JOIN certificate_versions v ON v.certificate_id = c.id"
+            f" WHERE v.issuer_id IN ({marks}) AND v.revoked_at IS NULL AND v.not_after > ? ORDER BY c.id",
+            (*issuer_ids, now))
 
     def revoked_for_issuer(self, issuer_id: str, now: int) -> list[dict[str, Any]]:
         """Revoked and not yet expired: what a CRL must list (RFC 5280 §3.3)."""
