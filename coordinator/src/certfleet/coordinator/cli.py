@@ -268,6 +268,9 @@ def _parser() -> argparse.ArgumentParser:
     issuer_revoke = issuers.add_parser("revoke", help="revoke an intermediate CA on its parent's CRL and OCSP")
     issuer_revoke.add_argument("issuer")
     issuer_revoke.add_argument("--reason", required=True, choices=ISSUER_REASONS)
+    issuer_revoke = issuers.add_parser("revoke", help="revoke an intermediate CA on its parent's CRL and OCSP")
+    issuer_revoke.add_argument("issuer")
+    issuer_revoke.add_argument("--reason", required=True, choices=ISSUER_REASONS)
 
     approvals = commands.add_parser("approvals", help="four-eyes approval").add_subparsers(dest="action", required=True)
     approvals_list = approvals.add_parser("list")

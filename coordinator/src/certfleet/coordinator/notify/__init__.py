@@ -33,19 +33,30 @@ CHANNEL_KINDS = frozenset({*_HTTP_CHANNELS, "email"})
 
 
 def validate(kind: str, settings: Mapping[str, Any], secrets: Mapping[str, str]) -> None:
-    """Check a channel's configuration without contacting it.
+    """Check a new channel's configuration without contacting it.
 
-    Raises ValueError naming the first missing or invalid field (never its value):
-    an unknown kind, a missing required field, a URL that is not https (plain http
-    is allowed to 127.0.0.1 and localhost only), or CR/LF in a header value or email
-    address.
+    Raises ValueError naming the first missing, unknown or invalid field (never its
+    value): an unknown kind, a field the kind does not have (a password typed into
+    ``settings`` would be shown to everyone who may list channels), a missing required
+    field, a URL that is not https (plain http is allowed to 127.0.0.1 and localhost
+    only), or CR/LF in a header value or email address.
     """
+    module = _module(kind)
+    for where, given, known in (("settings", settings, module.SETTINGS), ("secrets", secrets, module.SECRETS)):
+        unknown = sorted(set(given) - known)
+        if unknown:
+            raise ValueError(f"{kind}: {where}[{unknown[0]!r}] is unknown; {kind} takes settings:"
+                             f" {', '.join(sorted(module.SETTINGS)) or 'none'};"
+                             f" secrets: {', '.join(sorted(module.SECRETS))}")
+    module.validate(settings, secrets)
+
+
+def _module(kind: str) -> ModuleType:
     if kind == "email":
-        email.validate(settings, secrets)
-    elif kind in _HTTP_CHANNELS:
-        _HTTP_CHANNELS[kind].validate(settings, secrets)
-    else:
-        raise ValueError(f"unknown channel kind {kind!r}; expected one of {', '.join(sorted(CHANNEL_KINDS))}")
+        return email
+    if kind in _HTTP_CHANNELS:
+        return _HTTP_CHANNELS[kind]
+    raise ValueError(f"unknown channel kind {kind!r}; expected one of {', '.join(sorted(CHANNEL_KINDS))}")
 
 
 async def deliver(
@@ -67,7 +78,9 @@ async def deliver(
     STARTTLS and invalid configuration.
     """
     try:
-        validate(kind, settings, secrets)
+        # Not validate(): a channel stored before unknown fields were refused still
+        # delivers; its extra fields are ignored, as they always were.
+        _module(kind).validate(settings, secrets)
     except ValueError as exc:
         raise DeliveryError(kind, f"invalid configuration: {exc}", retryable=False) from None
     if kind == "email":

@@ -26,9 +26,11 @@ import trio
 
 from certfleet.coordinator.notify.channels import DeliveryError, Event, check_header_value, require_str
 
-__all__ = ["DEFAULT_PORT", "build_message", "deliver", "validate"]
+__all__ = ["SECRETS", "SETTINGS", "DEFAULT_PORT", "build_message", "deliver", "validate"]
 
 KIND = "email"
+SETTINGS = frozenset({"host", "port", "from", "to", "starttls", "ca_file"})
+SECRETS = frozenset({"username", "password"})
 DEFAULT_PORT = 587
 # Deliberately plain: a bare addr-spec, no display names, comments or quoting.
 _ADDRESS = re.compile(r"[^\s@<>()\[\]\\,;:\"]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")

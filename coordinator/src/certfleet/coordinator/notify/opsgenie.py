@@ -28,9 +28,11 @@ from certfleet.coordinator.notify.channels import (
     require_str,
 )
 
-__all__ = ["DEFAULT_API_URL", "build_payload", "build_request", "deliver", "validate"]
+__all__ = ["SECRETS", "SETTINGS", "DEFAULT_API_URL", "build_payload", "build_request", "deliver", "validate"]
 
 KIND = "opsgenie"
+SETTINGS = frozenset({"api_url"})
+SECRETS = frozenset({"api_key"})
 DEFAULT_API_URL = "https://api.opsgenie.com"
 MAX_MESSAGE = 130
 MAX_DESCRIPTION = 15000

@@ -25,9 +25,11 @@ from certfleet.coordinator.notify.channels import (
     require_str,
 )
 
-__all__ = ["DEFAULT_URL", "build_payload", "build_request", "deliver", "validate"]
+__all__ = ["SECRETS", "SETTINGS", "DEFAULT_URL", "build_payload", "build_request", "deliver", "validate"]
 
 KIND = "pagerduty"
+SETTINGS = frozenset({"url"})
+SECRETS = frozenset({"routing_key"})
 DEFAULT_URL = "https://events.pagerduty.com/v2/enqueue"
 MAX_SUMMARY = 1024
 # PagerDuty also knows "error"; certfleet's three severities map onto their namesakes.

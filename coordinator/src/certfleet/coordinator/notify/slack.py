@@ -18,9 +18,11 @@ import httpx
 
 from certfleet.coordinator.notify.channels import Event, HttpRequest, check_url, post, require_str
 
-__all__ = ["build_request", "deliver", "validate"]
+__all__ = ["SECRETS", "SETTINGS", "build_request", "deliver", "validate"]
 
 KIND = "slack"
+SETTINGS = frozenset()
+SECRETS = frozenset({"webhook_url"})
 MAX_HEADER = 150
 MAX_FIELD = 2000
 FIELDS_PER_SECTION = 10

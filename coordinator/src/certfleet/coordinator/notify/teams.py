@@ -19,9 +19,11 @@ import httpx
 
 from certfleet.coordinator.notify.channels import Event, HttpRequest, check_url, post, require_str
 
-__all__ = ["CARD_CONTENT_TYPE", "build_request", "deliver", "validate"]
+__all__ = ["SECRETS", "SETTINGS", "CARD_CONTENT_TYPE", "build_request", "deliver", "validate"]
 
 KIND = "teams"
+SETTINGS = frozenset()
+SECRETS = frozenset({"webhook_url"})
 CARD_CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
 CARD_VERSION = "1.4"
 MAX_FACTS = 40

@@ -21,9 +21,11 @@ import httpx
 
 from certfleet.coordinator.notify.channels import Event, HttpRequest, check_url, post, require_str
 
-__all__ = ["SIGNATURE_HEADER", "TIMESTAMP_HEADER", "build_request", "deliver", "sign", "validate"]
+__all__ = ["SECRETS", "SETTINGS", "SIGNATURE_HEADER", "TIMESTAMP_HEADER", "build_request", "deliver", "sign", "validate"]
 
 KIND = "webhook"
+SETTINGS = frozenset({"url"})
+SECRETS = frozenset({"secret"})
 TIMESTAMP_HEADER = "X-Certfleet-Timestamp"
 SIGNATURE_HEADER = "X-Certfleet-Signature"
 MIN_SECRET_LENGTH = 16

@@ -173,6 +173,32 @@ class Issuers:
             found += frontier
         return found
 
+    def children(self, parent_id: str) -> list[dict[str, Any]]:
+        """The CAs this one signed: its CRL and OCSP responder speak for them."""
+        return self.tx.all("SELECT * FROM issuers WHERE parent_id = ? AND certificate_pem IS NOT NULL ORDER BY id",
+                           (parent_id,))
+
+    def revoke(self, id: str, *, reason: str, now: int) -> None:
+        self.tx.execute("UPDATE issuers SET status = 'revoked', revoked_at = ?, revocation_reason = ? WHERE id = ?",
+                        (now, reason, id))
+
+    def revoked_above(self, id: str) -> dict[str, Any] | None:
+        """The nearest revoked CA above ``id`` (its parent, its parent's parent, ...), if any."""
+        row = self.find(id)
+        while row is not None and row["parent_id"] is not None:
+            row = self.find(row["parent_id"])
+            if row is not None and row["revoked_at"] is not None:
+                return row
+        return None
+
+    def below(self, id: str) -> list[str]:
+        """``id`` and every CA under it, at any depth."""
+        found, frontier = [id], [id]
+        while frontier:
+            frontier = [row["id"] for parent in frontier for row in self.children(parent)]
+            found += frontier
+        return found
+
 
 @dataclass
 class Crls:
@@ -859,6 +885,32 @@ class Certificates:
     def revoke_version(self, serial: str, *, reason: str, now: int) -> bool:
         return self.tx.execute("UPDATE certificate_versions SET revoked_at = ?, revocation_reason = ?"
                                " WHERE serial = ? AND revoked_at IS NULL", (now, reason, serial)) == 1
+
+    def set_revocation_reason(self, serial: str, reason: str) -> bool:
+        """Make a hold final (RFC 5280 §5.3.1): the entry keeps its revocation date."""
+        return self.tx.execute("UPDATE certificate_versions SET revocation_reason = ? WHERE serial = ?"
+                               " AND revocation_reason = 'certificate-hold'", (reason, serial)) == 1
+
+    def release_hold(self, serial: str) -> bool:
+        """Undo a ``certificate-hold``; any other revocation is final."""
+        return self.tx.execute("UPDATE certificate_versions SET revoked_at = NULL, revocation_reason = NULL"
+                               " WHERE serial = ? AND revocation_reason = 'certificate-hold'", (serial,)) == 1
+
+    def held_versions(self, certificate_id: str, now: int) -> list[dict[str, Any]]:
+        """Unexpired versions on ``certificate-hold``."""
+        return self.tx.all("SELECT * FROM certificate_versions WHERE certificate_id = ?"
+                           " AND revocation_reason = 'certificate-hold' AND not_after > ? ORDER BY created_at",
+                           (certificate_id, now))
+
+    def unrevoked_below(self, issuer_ids: list[str], now: int) -> list[dict[str, Any]]:
+        """Certificates with an unexpired, unrevoked version signed by one of ``issuer_ids``."""
+        if not issuer_ids:
+            return []
+        marks = ", ".join("?" for _ in issuer_ids)
+        return self.tx.all(
+            "SELECT DISTINCT c.id, c.names FROM certificates c JOIN certificate_versions v ON v.certificate_id = c.id"
+            f" WHERE v.issuer_id IN ({marks}) AND v.revoked_at IS NULL AND v.not_after > ? ORDER BY c.id",
+            (*issuer_ids, now))
 
     def set_revocation_reason(self, serial: str, reason: str) -> bool:
         """Make a hold final (RFC 5280 §5.3.1): the entry keeps its revocation date."""
