@@ -14,6 +14,7 @@ import trio
 from cryptography.hazmat.primitives import serialization
 
 from certfleet.shared import agent_token, jws
+from certfleet.shared.api import PAGE_LIMIT
 
 from . import audit, credentials, errors, ratelimit
 from .ca.registry import Authorities
@@ -25,7 +26,7 @@ from .rbac import BUILTIN_ROLES, EffectivePermissions, Scope
 from .secretbox import audit_chain_key
 from .storage import Agents, ApiKeys, Database, Grants, Profiles, RateLimits, Roles, Tx
 
-__all__ = ["Call", "CoordinatorBase", "RawResponse", "new_id"]
+__all__ = ["Call", "CoordinatorBase", "Page", "RawResponse", "new_id"]
 
 SEEN_PRECISION = 10
 """Seconds an agent's ``last_seen_at`` may lag: liveness counts in minutes, and a row
@@ -52,6 +53,28 @@ class RawResponse:
     content_type: str
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a paged list (see ``Operation.paged``): its items, and the id to ask
+    for the next page after, when this one was full."""
+
+    items: list[Any]
+    next_after: str | None = None
+
+
+def page_request(call: Call) -> tuple[str | None, int]:
+    """The ``after`` id and the ``limit`` (1 to ``PAGE_LIMIT``) a paged list was asked for."""
+    return call.query.get("after"), max(1, min(call.query.get("limit") or PAGE_LIMIT, PAGE_LIMIT))
+
+
+def paged(rows: list[dict[str, Any]], limit: int, keep: Callable[[dict[str, Any]], bool] = lambda row: True,
+          ) -> tuple[list[dict[str, Any]], str | None]:
+    """The rows of one page that ``keep`` keeps, and the id after which the next page
+    starts when the page read was full (a page filtered for scope may be short and
+    still have a next one)."""
+    return [row for row in rows if keep(row)], rows[-1]["id"] if len(rows) == limit else None
 
 
 def new_id(prefix: str) -> str:

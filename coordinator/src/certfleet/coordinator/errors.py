@@ -17,6 +17,7 @@ __all__ = [
     "Gone",
     "NotFound",
     "PayloadTooLarge",
+    "RequestTimeout",
     "TooManyRequests",
     "Unauthorized",
     "UnprocessableEntity",
@@ -61,6 +62,10 @@ class NotFound(CertfleetError):
 
 class MethodNotAllowed(CertfleetError):
     status, slug, title = 405, "method-not-allowed", "Method not allowed"
+
+
+class RequestTimeout(CertfleetError):
+    status, slug, title = 408, "request-timeout", "Request body too slow"
 
 
 class Conflict(CertfleetError):

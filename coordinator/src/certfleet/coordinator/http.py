@@ -15,11 +15,12 @@ import logging
 import re
 import secrets
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import msgspec
-from quart import Response, request
+from quart import Response, current_app, has_app_context, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -29,7 +30,7 @@ from certfleet.shared.api import OPERATIONS, Auth, Operation
 
 from . import errors, storage
 from .agent_installer import AgentInstaller
-from .core import Call, RawResponse
+from .core import Call, Page, RawResponse
 from .openapi import openapi_document
 from .principal import ANONYMOUS, Principal, RequestMeta
 from .ratelimit import AuthFailureLimiter
@@ -41,6 +42,8 @@ __all__ = ["MAX_BODY_BYTES", "create_app"]
 log = logging.getLogger("certfleet.http")
 
 MAX_BODY_BYTES = 1024 * 1024
+BODY_TIMEOUT = 30
+"""Seconds a request body may take to arrive (RFC 9110 §15.5.9: 408 after)."""
 VERSION = "0.1.0"
 SECURITY_HEADERS = {
     "Strict-Transport-Security": "max-age=63072000; includeSubDomains",
@@ -125,17 +128,39 @@ async def _read_body(op: Operation) -> tuple[Any, str]:
         raise errors.BadRequest(f"invalid request body: {exc}", slug="invalid-body") from exc
 
 
+MAX_QUERY_TEXT = 1024
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def _decode_query(op: Operation) -> dict[str, Any]:
+    """Query parameters as the operation declares them: integers from 0 to 2^63 - 1
+    (both databases' 64-bit integers), text up to 1024 characters without control
+    characters (PostgreSQL cannot compare with NUL)."""
     query: dict[str, Any] = {}
     for name, kind in op.query.items():
         raw = request.args.get(name)
         if raw is None:
             continue
-        try:
+        if kind is int:
+            try:
+                value = int(raw)
+            except ValueError:
+                value = -1
+            if not 0 <= value <= wire.INT64_MAX:
+                raise errors.BadRequest(f"query parameter {name!r} must be an integer from 0 to {wire.INT64_MAX}")
+            query[name] = value
+        elif len(raw) > MAX_QUERY_TEXT or _CONTROL.search(raw):
+            raise errors.BadRequest(f"query parameter {name!r} must be at most {MAX_QUERY_TEXT} characters,"
+                                    " without control characters")
+        else:
             query[name] = kind(raw)
-        except ValueError as exc:
-            raise errors.BadRequest(f"query parameter {name!r} must be {kind.__name__}") from exc
     return query
+
+
+def _next_page(after: str) -> str:
+    """The URL of a paged list's next page: this request's with ``after`` moved on."""
+    query = {**request.args.to_dict(), "after": after}
+    return f"{request.path}?{urllib.parse.urlencode(query)}"
 
 
 def _gate(op: Operation, principal: Principal) -> None:
@@ -179,6 +204,11 @@ def _view(op: Operation, handler: Handler, coordinator: Coordinator, limiter: Au
             return await _refused(call, _http_problem(exc))
         except errors.CertfleetError as exc:
             return await _refused(call, exc)
+        if isinstance(result, Page):
+            response = Response(msgspec.json.encode(result.items), status=op.status, content_type=op.content_type)
+            if result.next_after is not None:
+                response.headers["Link"] = f'<{_next_page(result.next_after)}>; rel="next"'
+            return response
         if isinstance(result, RawResponse):
             return Response(result.body, status=result.status, content_type=result.content_type,
                             headers=result.headers)

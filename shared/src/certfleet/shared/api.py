@@ -14,9 +14,11 @@ from typing import Any
 
 from . import wire
 
-__all__ = ["API_BASE", "OPERATIONS", "Auth", "Operation", "operation"]
+__all__ = ["API_BASE", "OPERATIONS", "PAGE_LIMIT", "Auth", "Operation", "operation"]
 
 API_BASE = "/api/v1"
+PAGE_LIMIT = 1000
+"""The most rows one page of a list holds, and how many it holds unless asked for fewer."""
 
 
 class Auth(enum.StrEnum):
@@ -49,6 +51,11 @@ class Operation:
     plain_http: bool = False
     """Also served on the optional plain-HTTP PKI listener: signed objects relying
     parties fetch without TLS (RFC 5280 §4.2.1.13 CRLs, RFC 6960 OCSP)."""
+    paged: bool = False
+    """A list that comes a page at a time, in its usual order: ``limit`` rows (at most
+    and by default :data:`PAGE_LIMIT`) after the row whose id is ``after``. A full
+    page answers with a ``Link: <…>; rel="next"`` header (RFC 8288 §3) naming the
+    next one, so no read costs more than a page however large the fleet."""
     scoped: bool = False
     """The handler checks the caller's grants against every resource it touches (a
     certificate's profile and issuer, a job's certificate, an agent's certificates) and
@@ -66,6 +73,9 @@ class Operation:
             raise ValueError(f"{self.name}: unsupported method {self.method}")
         if self.input is not None and self.method == "GET":
             raise ValueError(f"{self.name}: a GET takes no body")
+        if self.paged:
+            self.query.setdefault("after", str)
+            self.query.setdefault("limit", int)
 
     @property
     def mutating(self) -> bool:
@@ -121,7 +131,7 @@ OPERATIONS: tuple[Operation, ...] = (
               "Create an API key (the secret is shown once).", input=wire.ApiKeyCreate,
               output=wire.ApiKeyInfo, status=201),
     Operation("auth.keys.list", "GET", f"{API_BASE}/auth/keys", "auth.key.read", Auth.API_KEY,
-              "List API keys (never their secrets).", output=list[wire.ApiKeyInfo]),
+              "List API keys (never their secrets).", output=list[wire.ApiKeyInfo], paged=True),
     Operation("auth.keys.rotate", "POST", f"{API_BASE}/auth/keys/{{key_id}}/rotate", "auth.key.rotate",
               Auth.API_KEY, "Replace a key's secret; the old one stops working at once.",
               output=wire.ApiKeyInfo),
@@ -146,7 +156,7 @@ OPERATIONS: tuple[Operation, ...] = (
               Auth.API_KEY, "Delete a custom role that nobody is granted.", output=wire.RoleInfo,
               destructive=True),
     Operation("auth.grants.list", "GET", f"{API_BASE}/auth/grants", "auth.role.read", Auth.API_KEY,
-              "List role grants.", output=list[wire.GrantInfo]),
+              "List role grants.", output=list[wire.GrantInfo], paged=True),
     Operation("auth.grants.create", "POST", f"{API_BASE}/auth/grants", "auth.role.assign", Auth.API_KEY,
               "Grant a role to a key, user or agent, globally or on one profile or issuer.",
               input=wire.GrantCreate, output=wire.GrantInfo, status=201, scoped=True),
@@ -167,7 +177,7 @@ OPERATIONS: tuple[Operation, ...] = (
               "Mint an enrollment token (shown once) for N agents, expiring.",
               input=wire.EnrollmentTokenCreate, output=wire.EnrollmentTokenInfo, status=201),
     Operation("agents.list", "GET", f"{API_BASE}/agents", "agent.read", Auth.API_KEY,
-              "List enrolled agents.", output=list[wire.AgentInfo], scoped=True),
+              "List enrolled agents.", output=list[wire.AgentInfo], scoped=True, paged=True),
     Operation("agents.get", "GET", f"{API_BASE}/agents/{{agent_id}}", "agent.read", Auth.API_KEY,
               "Show one agent.", output=wire.AgentInfo, scoped=True),
     Operation("agents.retire", "POST", f"{API_BASE}/agents/{{agent_id}}/retire", "agent.retire", Auth.API_KEY,
@@ -215,7 +225,7 @@ OPERATIONS: tuple[Operation, ...] = (
               input=wire.RenewalPolicyCreate, output=wire.RenewalPolicyInfo, status=201),
     Operation("targets.list", "GET", f"{API_BASE}/targets", "target.read", Auth.API_KEY,
               "List deployment targets with their deployment counters.", output=list[wire.TargetInfo],
-              query={"agent_id": str}, scoped=True),
+              query={"agent_id": str}, scoped=True, paged=True),
     Operation("targets.get", "GET", f"{API_BASE}/targets/{{target_id}}", "target.read", Auth.API_KEY,
               "Show one target: settings, certificates, counters, last deployment and last check.",
               output=wire.TargetInfo, scoped=True),
@@ -234,7 +244,7 @@ OPERATIONS: tuple[Operation, ...] = (
               input=wire.CertificateCreateBulk, output=list[wire.CertificateInfo], status=201, scoped=True),
     Operation("certificates.list", "GET", f"{API_BASE}/certificates", "cert.read", Auth.API_KEY,
               "List managed certificates (those under profiles the caller may read).",
-              output=list[wire.CertificateInfo], scoped=True),
+              output=list[wire.CertificateInfo], scoped=True, paged=True),
     Operation("certificates.get", "GET", f"{API_BASE}/certificates/{{certificate_id}}", "cert.read",
               Auth.API_KEY, "Show one managed certificate.", output=wire.CertificateInfo, scoped=True),
     Operation("certificates.revoke", "POST", f"{API_BASE}/certificates/{{certificate_id}}/revoke", "cert.revoke",
@@ -245,7 +255,7 @@ OPERATIONS: tuple[Operation, ...] = (
               input=wire.BulkRevokeRequest, output=wire.BulkRevokeResult, destructive=True, scoped=True),
     Operation("jobs.list", "GET", f"{API_BASE}/jobs", "job.read", Auth.API_KEY,
               "Issuance and renewal jobs, with attempts and the last error.", output=list[wire.JobInfo],
-              query={"state": str, "certificate_id": str}, scoped=True),
+              query={"state": str, "certificate_id": str}, scoped=True, paged=True),
     Operation("jobs.get", "GET", f"{API_BASE}/jobs/{{job_id}}", "job.read", Auth.API_KEY, "Show one job.",
               output=wire.JobInfo, scoped=True),
     Operation("jobs.retry", "POST", f"{API_BASE}/jobs/{{job_id}}/retry", "job.retry", Auth.API_KEY,
@@ -264,7 +274,7 @@ OPERATIONS: tuple[Operation, ...] = (
               Auth.API_KEY, "Send a test event now and report the outcome.", output=wire.NotificationInfo),
     Operation("notifications.list", "GET", f"{API_BASE}/notifications", "notify.read", Auth.API_KEY,
               "Deliveries, e.g. the dead-lettered ones (status=dead).", output=list[wire.NotificationInfo],
-              query={"status": str}),
+              query={"status": str}, paged=True),
     Operation("notifications.requeue", "POST", f"{API_BASE}/notifications/{{notification_id}}/requeue",
               "notify.edit", Auth.API_KEY, "Send a dead-lettered delivery again.", output=wire.NotificationInfo),
     # --- discovered certificates -------------------------------------------------------
@@ -295,7 +305,7 @@ OPERATIONS: tuple[Operation, ...] = (
               output=list[wire.DiscoveryScanInfo], query={"agent_id": str, "limit": int}),
     Operation("approvals.list", "GET", f"{API_BASE}/approvals", "approval.read", Auth.API_KEY,
               "Requests waiting for (or decided by) a second person.", output=list[wire.ApprovalInfo],
-              query={"status": str}, scoped=True),
+              query={"status": str}, scoped=True, paged=True),
     Operation("approvals.approve", "POST", f"{API_BASE}/approvals/{{approval_id}}/approve", "approval.decide",
               Auth.API_KEY, "Approve someone else's request.", input=wire.ApprovalDecision,
               output=wire.ApprovalInfo, scoped=True),

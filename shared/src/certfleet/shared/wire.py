@@ -113,6 +113,16 @@ __all__ = [
     "WorkOrderKey",
     "decode",
     "encode",
+    "CommonName",
+    "Description",
+    "INT64_MAX",
+    "KeyName",
+    "MAX_TIMESTAMP",
+    "Name",
+    "Note",
+    "Reference",
+    "Tag",
+    "Timestamp",
 ]
 
 
@@ -136,7 +146,29 @@ def encode(value: object) -> bytes:
     return msgspec.json.encode(value)
 
 
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=253)]
+INT64_MAX = 2**63 - 1
+"""Both databases store integers in 64 bits: every integer a caller sends is bounded
+well inside them (a test walks the catalogue's input types to keep it so)."""
+MAX_TIMESTAMP = 253402300799
+"""9999-12-31T23:59:59Z, the last second RFC 5280 §4.1.2.5.2 can write."""
+
+_PLAIN = r"^[^\x00-\x1f\x7f-\x9f]*\Z"
+# No control characters (C0, DEL, C1): names and operators' text reach terminals, where
+# an escape sequence rewrites the screen, and PostgreSQL cannot store NUL at all.
+# (`\Z`, not `$`, which also matches before a final newline.)
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=253, pattern=_PLAIN)]
+KeyName = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=_PLAIN)]
+"""What an operator calls an API key."""
+Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=_PLAIN)]
+Reference = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=_PLAIN)]
+"""The id (or name) of another resource."""
+CommonName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=_PLAIN)]
+"""A CA's subject common name (RFC 5280 Appendix A ``ub-common-name``: 64)."""
+Description = Annotated[str, msgspec.Meta(max_length=512, pattern=_PLAIN)]
+Note = Annotated[str, msgspec.Meta(max_length=1024, pattern=_PLAIN)]
+Timestamp = Annotated[int, msgspec.Meta(ge=0, le=MAX_TIMESTAMP)]
+"""Unix seconds."""
 
 
 
@@ -211,7 +243,9 @@ class BootstrapResponse(Message):
 class EnrollmentTokenCreate(Message):
     uses: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1
     ttl_seconds: Annotated[int, msgspec.Meta(ge=60, le=30 * 86400)] = 3600
-    labels: dict[str, str] = {}
+    labels: Annotated[dict[AgentLabelKey, AgentLabelValue], msgspec.Meta(max_length=32)] = {}
+    """Given to every agent enrolled with the token: the same keys and values an agent
+    may give itself (``EnrollRequest.labels``)."""
 
 
 class EnrollmentTokenInfo(Message):
@@ -222,13 +256,13 @@ class EnrollmentTokenInfo(Message):
     labels: dict[str, str] = {}
 
 
-AgentLabelKey = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9._/-]{0,62}\Z")]
+AgentLabelKey = Annotated[str, msgspec.Meta(max_length=63, pattern=r"^[a-z0-9][a-z0-9._/-]{0,62}\Z")]
 AgentLabelValue = Annotated[str, msgspec.Meta(max_length=128, pattern=r"^[A-Za-z0-9._:/@-]*\Z")]
 
 
 class EnrollRequest(Message):
     token: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=253)]
+    name: Name
     public_key: Annotated[str, msgspec.Meta(min_length=43, max_length=44)]
     labels: Annotated[dict[AgentLabelKey, AgentLabelValue], msgspec.Meta(max_length=32)] = {}
     """Labels the host gives itself (``--label`` at install); the enrollment token's
@@ -266,7 +300,7 @@ class TargetCreate(Message):
     """A named deployment target on one agent; certificates refer to it by name or id."""
 
     name: TargetName
-    agent_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    agent_id: Reference
     settings: Target
 
     def validate(self) -> None:
@@ -327,13 +361,13 @@ class CertificateCreate(Message):
     named after the certificate."""
 
     common_name: Name
-    agent_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    agent_id: Reference
     target: Target | None = None
-    target_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
-    profile: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "default"
-    renewal_policy: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    target_id: Reference | None = None
+    profile: Reference = "default"
+    renewal_policy: Reference | None = None
     """Default: renew at two thirds of the lifetime, with a new key."""
-    tags: Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=64)]], msgspec.Meta(max_length=32)] = []
+    tags: Annotated[list[Tag], msgspec.Meta(max_length=32)] = []
     sans: Annotated[list[Name], msgspec.Meta(max_length=99)] = []
     key_type: KeyType = KeyType.EC_P256
     lifetime_seconds: int | None = None
@@ -648,13 +682,13 @@ class DiscoveryDismiss(Message):
 class DiscoveryScanRequest(ScanOrder, kw_only=True):
     """Ask an agent to scan its files now: a :class:`ScanOrder` for ``agent_id``."""
 
-    agent_id: str
+    agent_id: Reference
 
 
 class DiscoveryProbeRequest(ProbeOrder, kw_only=True):
     """Ask an agent to probe its network zone: a :class:`ProbeOrder` for ``agent_id``."""
 
-    agent_id: str
+    agent_id: Reference
 
 
 class DiscoveryScanInfo(Message):
@@ -679,16 +713,16 @@ class DiscoveryClaim(Message):
     for a new one), or, for a PEM file, left out: a ``file`` target writing the
     certificate back to the path it was found at and the key to ``key_path``."""
 
-    profile: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "default"
-    renewal_policy: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    profile: Reference = "default"
+    renewal_policy: Reference | None = None
     """Default: renew at two thirds of the lifetime, with a new key."""
     lifetime_seconds: Annotated[int, msgspec.Meta(ge=300, le=398 * 86400)] | None = None
     """Default: the found certificate's lifetime, capped at the profile's maximum."""
     key_type: KeyType | None = None
     """Default: the found key's algorithm and size where certfleet makes such keys,
     else EC P-256."""
-    tags: Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=64)]], msgspec.Meta(max_length=32)] = []
-    target_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    tags: Annotated[list[Tag], msgspec.Meta(max_length=32)] = []
+    target_id: Reference | None = None
     target: Target | None = None
     target_name: TargetName | None = None
     """Name of the target the claim creates; default ``discovered-<id>``."""
@@ -721,10 +755,10 @@ class ApiKeyCreate(Message):
     are made with the grants API. Every role must be within the caller's own
     permissions."""
 
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    name: KeyName
     roles: Annotated[list[Identifier], msgspec.Meta(max_length=16)] = []
     user: Identifier | None = None
-    expires_at: int | None = None
+    expires_at: Timestamp | None = None
 
 
 class ApiKeyInfo(Message):
@@ -742,7 +776,7 @@ class ApiKeyInfo(Message):
 class RoleCreate(Message):
     name: Identifier
     permissions: Annotated[list[Annotated[str, msgspec.Meta(max_length=64)]], msgspec.Meta(min_length=1, max_length=256)]
-    description: Annotated[str, msgspec.Meta(max_length=512)] = ""
+    description: Description = ""
 
 
 class RoleInfo(Message):
@@ -758,7 +792,7 @@ class GrantCreate(Message):
     role: Identifier
     scope_type: ScopeType = "global"
     scope_id: Identifier | None = None
-    expires_at: int | None = None
+    expires_at: Timestamp | None = None
 
     def validate(self) -> None:
         if (self.scope_type == "global") != (self.scope_id is None):
@@ -801,10 +835,10 @@ class ProfilePolicy(Message):
     each name must match one: a DNS glob (``*.example.com``: ``*`` is one label,
     ``**`` any number), ``ip:CIDR``, or a SPIFFE glob (``spiffe://example.org/ns/*``)."""
 
-    key_types: Annotated[list[KeyType], msgspec.Meta(min_length=1)] = msgspec.field(
+    key_types: Annotated[list[KeyType], msgspec.Meta(min_length=1, max_length=16)] = msgspec.field(
         default_factory=lambda: list(KeyType))
     max_lifetime_seconds: Annotated[int, msgspec.Meta(ge=300, le=398 * 86400)] = 398 * 86400
-    ekus: Annotated[list[EKU], msgspec.Meta(min_length=1)] = msgspec.field(
+    ekus: Annotated[list[EKU], msgspec.Meta(min_length=1, max_length=16)] = msgspec.field(
         default_factory=lambda: ["server-auth", "client-auth"])
     name_patterns: Annotated[list[Annotated[str, msgspec.Meta(min_length=1, max_length=512)]],
                              msgspec.Meta(max_length=256)] | None = None
@@ -826,7 +860,7 @@ class ProfileCreate(Message):
 
 class ProfileUpdate(Message):
     policy: ProfilePolicy
-    expected_version: int | None = None
+    expected_version: Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)] | None = None
 
 
 class ProfileInfo(Message):
@@ -846,17 +880,17 @@ class ProfileInfo(Message):
 class NameConstraints(Message):
     """RFC 5280 §4.2.1.10 subtrees; IP ranges in CIDR form."""
 
-    permitted_dns: list[Name] = []
-    excluded_dns: list[Name] = []
-    permitted_ip: list[Annotated[str, msgspec.Meta(max_length=64)]] = []
-    excluded_ip: list[Annotated[str, msgspec.Meta(max_length=64)]] = []
-    permitted_email: list[Name] = []
-    excluded_email: list[Name] = []
+    permitted_dns: Annotated[list[Name], msgspec.Meta(max_length=256)] = []
+    excluded_dns: Annotated[list[Name], msgspec.Meta(max_length=256)] = []
+    permitted_ip: Annotated[list[Annotated[str, msgspec.Meta(max_length=64)]], msgspec.Meta(max_length=256)] = []
+    excluded_ip: Annotated[list[Annotated[str, msgspec.Meta(max_length=64)]], msgspec.Meta(max_length=256)] = []
+    permitted_email: Annotated[list[Name], msgspec.Meta(max_length=256)] = []
+    excluded_email: Annotated[list[Name], msgspec.Meta(max_length=256)] = []
 
 
 class RootCreate(Message):
     name: Identifier
-    common_name: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    common_name: CommonName | None = None
     lifetime_days: Annotated[int, msgspec.Meta(ge=1, le=30 * 365)] = 10 * 365
     path_length: Annotated[int, msgspec.Meta(ge=0, le=8)] | None = None
 
@@ -864,7 +898,7 @@ class RootCreate(Message):
 class IntermediateCreate(Message):
     name: Identifier
     parent: Identifier
-    common_name: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    common_name: CommonName | None = None
     lifetime_days: Annotated[int, msgspec.Meta(ge=1, le=20 * 365)] = 5 * 365
     path_length: Annotated[int, msgspec.Meta(ge=0, le=8)] | None = 0
     name_constraints: NameConstraints | None = None
@@ -874,7 +908,7 @@ class ExternalSubordinateCreate(Message):
     """Sub-CA mode: certfleet makes the key and a CSR for an external root to sign."""
 
     name: Identifier
-    common_name: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    common_name: CommonName | None = None
 
 
 class IssuerCertificateImport(Message):
@@ -929,7 +963,7 @@ class BulkRevokeRequest(Message):
     issuer: Identifier | None = None
     profile: Identifier | None = None
     agent: Identifier | None = None
-    tag: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    tag: Tag | None = None
 
     def validate(self) -> None:
         if not (self.issuer or self.profile or self.agent or self.tag):
@@ -965,7 +999,8 @@ class RenewalPolicyCreate(Message):
 
     name: Identifier
     fraction: Annotated[float, msgspec.Meta(ge=1 / 3, le=0.9)] | None = 2 / 3
-    lead_seconds: Annotated[int, msgspec.Meta(gt=0)] | None = None
+    lead_seconds: Annotated[int, msgspec.Meta(gt=0, le=398 * 86400)] | None = None
+    """At most the longest lifetime a certificate may have."""
     jitter: Annotated[float, msgspec.Meta(ge=0, le=0.1)] = 0.05
     reuse_key: bool = False
 
@@ -999,6 +1034,11 @@ class JobInfo(Message):
 
 
 Severity = Literal["info", "warning", "critical"]
+ChannelField = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*\Z")]
+_ChannelText = Annotated[str, msgspec.Meta(max_length=2048, pattern=_PLAIN)]
+ChannelSetting = (_ChannelText | Annotated[int, msgspec.Meta(ge=-INT64_MAX, le=INT64_MAX)] | bool
+                  | Annotated[list[_ChannelText], msgspec.Meta(max_length=100)])
+"""A URL, host, address, port, flag or list of addresses."""
 
 
 class ChannelCreate(Message):
@@ -1008,8 +1048,11 @@ class ChannelCreate(Message):
 
     name: Identifier
     kind: Literal["webhook", "slack", "teams", "pagerduty", "opsgenie", "email"]
-    settings: dict[str, Any] = {}
-    secrets: dict[str, str] = {}
+    settings: Annotated[dict[ChannelField, ChannelSetting], msgspec.Meta(max_length=16)] = {}
+    """Only the fields the kind takes: an unknown one is refused, since a secret typed
+    into the wrong field would be shown."""
+    secrets: Annotated[dict[ChannelField, Annotated[str, msgspec.Meta(max_length=4096)]],
+                       msgspec.Meta(max_length=16)] = {}
     min_severity: Severity = "warning"
     """Events at this severity or above are routed to the channel."""
 
@@ -1051,7 +1094,7 @@ class StatusSummary(Message):
 
 
 class ApprovalDecision(Message):
-    note: Annotated[str, msgspec.Meta(max_length=1024)] = ""
+    note: Note = ""
 
 
 class AuditEvent(Message):

@@ -69,6 +69,11 @@ class AccessOperations(CoordinatorBase):
                 slug="escalation-denied")
         return scope, earliest(call.principal.expires_at, *(until for _, until in held.values()))
 
+    def _refuse_past_expiry(self, expires_at: int | None) -> None:
+        """Keys and grants alike: an expiry must lie ahead, or the credential is dead at birth."""
+        if expires_at is not None and expires_at <= self.now():
+            raise errors.UnprocessableEntity("expires_at is in the past", slug="invalid-expiry")
+
     def _within_standing(self, requested: int | None, standing: int | None, what: str) -> int | None:
         """The expiry of a credential or grant the caller hands out: never later than the
         caller's own access to what it gives (their key's expiry and their grants').
@@ -152,8 +157,7 @@ class AccessOperations(CoordinatorBase):
     # --- API keys -------------------------------------------------------------------------
 
     def _create_key(self, tx: Tx, call: Call, body: wire.ApiKeyCreate, user: str | None) -> tuple[dict, str]:
-        if body.expires_at is not None and body.expires_at <= self.now():
-            raise errors.UnprocessableEntity("expires_at is in the past", slug="invalid-expiry")
+        self._refuse_past_expiry(body.expires_at)
         expires_at = body.expires_at
         for role in body.roles:
             _, standing = self._guard_role(tx, call, role, GLOBAL)
@@ -293,6 +297,7 @@ class AccessOperations(CoordinatorBase):
 
     async def auth_grants_create(self, call: Call) -> wire.GrantInfo:
         body: wire.GrantCreate = call.body
+        self._refuse_past_expiry(body.expires_at)
         scope = Scope(body.scope_type, body.scope_id)
 
         def create(tx: Tx) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import msgspec
 from certfleet.shared import wire
 
 from .. import errors
-from ..core import Call
+from ..core import Call, Page, page_request, paged
 from ..lifecycle.jobs import JobEvent
 from ..storage import ApiKeys, Approvals, Certificates, Jobs, Profiles, Tx
 from .certificates import CertificateOperations
@@ -71,15 +71,19 @@ class ApprovalOperations(CertificateOperations):
     async def expire_pending_approvals(self) -> None:
         await self.database.transact(self.expire_approvals)
 
-    async def approvals_list(self, call: Call) -> list[wire.ApprovalInfo]:
-        def listing(tx: Tx) -> list[dict[str, Any]]:
+    async def approvals_list(self, call: Call) -> Page:
+        after, limit = page_request(call)
+        visible = self.profile_visible(call, "approval.read")
+
+        def listing(tx: Tx) -> tuple[list[dict[str, Any]], str | None]:
             self.expire_approvals(tx)
             issuer_of = {p["id"]: p["issuer_id"] for p in Profiles(tx).list()}
-            return [{**r, "issuer_id": issuer_of.get(r["profile_id"])} for r in Approvals(tx).list(call.query.get("status"))]
+            rows = [{**r, "issuer_id": issuer_of.get(r["profile_id"])}
+                    for r in Approvals(tx).list(call.query.get("status"), after=after, limit=limit)]
+            return paged(rows, limit, visible)
 
-        rows = await self.database.transact(listing)
-        visible = self.profile_visible(call, "approval.read")
-        return [_approval_info(r) for r in rows if visible(r)]
+        rows, next_after = await self.database.transact(listing)
+        return Page([_approval_info(r) for r in rows], next_after)
 
     def _decide(self, tx: Tx, call: Call, approve: bool) -> dict[str, Any]:
         self.expire_approvals(tx)

@@ -8,7 +8,7 @@ from typing import Any
 from certfleet.shared import jws, wire
 
 from .. import credentials, errors
-from ..core import Call, new_id
+from ..core import Call, Page, new_id, page_request, paged
 from ..lifecycle.jobs import TERMINAL, JobEvent
 from ..metrics import liveness
 from ..rbac import GLOBAL
@@ -87,12 +87,16 @@ class FleetOperations(JobOperations):
             work_order_keys=[wire.WorkOrderKey(kid=self.keys.work_order_kid, public_key=jws.public_key_raw(key))],
         )
 
-    async def agents_list(self, call: Call) -> list[wire.AgentInfo]:
-        def list_(tx: Tx) -> list[dict[str, Any]]:
-            hidden = self.agents_out_of_reach(tx, call, "agent.read")
-            return [row for row in Agents(tx).list() if row["id"] not in hidden]
+    async def agents_list(self, call: Call) -> Page:
+        after, limit = page_request(call)
 
-        return [agent_info(row, self.now()) for row in await self.database.transact(list_)]
+        def list_(tx: Tx) -> tuple[list[dict[str, Any]], str | None]:
+            rows = Agents(tx).list(after=after, limit=limit)
+            hidden = self.agents_out_of_reach(tx, call, "agent.read", [row["id"] for row in rows])
+            return paged(rows, limit, lambda row: row["id"] not in hidden)
+
+        rows, next_after = await self.database.transact(list_)
+        return Page([agent_info(row, self.now()) for row in rows], next_after)
 
     async def agents_get(self, call: Call) -> wire.AgentInfo:
         def get(tx: Tx) -> dict[str, Any]:

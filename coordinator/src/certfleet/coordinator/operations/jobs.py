@@ -10,7 +10,7 @@ from typing import Any
 from certfleet.shared import wire
 
 from .. import errors
-from ..core import Call, new_id
+from ..core import Call, Page, new_id, page_request, paged
 from ..lifecycle.jobs import TERMINAL, JobEvent, JobState, advance, retry_delay
 from ..principal import Principal, PrincipalKind
 from ..storage import Certificates, Jobs, Tx, WorkOrders
@@ -122,12 +122,13 @@ class JobOperations(NotificationOperations):
                                                    "issuer_id": certificate["issuer_id"]}, hide=True)
         return job
 
-    async def jobs_list(self, call: Call) -> list[wire.JobInfo]:
+    async def jobs_list(self, call: Call) -> Page:
+        after, limit = page_request(call)
         everything, profiles, issuers = call.principal.permissions.profile_filter("job.read")
-        rows = await self.database.transact(lambda tx: Jobs(tx).list(
+        rows, next_after = paged(await self.database.transact(lambda tx: Jobs(tx).list(
             state=call.query.get("state"), certificate_id=call.query.get("certificate_id"),
-            within=None if everything else (profiles, issuers)))
-        return [_job_info(r) for r in rows]
+            within=None if everything else (profiles, issuers), after=after, limit=limit)), limit)
+        return Page([_job_info(r) for r in rows], next_after)
 
     async def jobs_get(self, call: Call) -> wire.JobInfo:
         return _job_info(await self.database.transact(lambda tx: self._job_in_reach(tx, call, "job.read")))

@@ -19,7 +19,7 @@ import httpx
 from certfleet.shared import wire
 
 from .. import errors, notify
-from ..core import Call, CoordinatorBase, new_id
+from ..core import Call, CoordinatorBase, Page, new_id, page_request, paged
 from ..lifecycle.jobs import retry_delay
 from ..metrics import liveness
 from ..storage import Agents, Certificates, DiscoveredCertificates, Notifications, Tx
@@ -219,9 +219,11 @@ class NotificationOperations(CoordinatorBase):
         await self.deliver_notifications()
         return _notification_info(await self.database.transact(lambda tx: Notifications(tx).get(notification_id)))
 
-    async def notifications_list(self, call: Call) -> list[wire.NotificationInfo]:
-        rows = await self.database.transact(lambda tx: Notifications(tx).list(call.query.get("status")))
-        return [_notification_info(r) for r in rows]
+    async def notifications_list(self, call: Call) -> Page:
+        after, limit = page_request(call)
+        rows, next_after = paged(await self.database.transact(lambda tx: Notifications(tx).list(
+            call.query.get("status"), after=after, limit=limit)), limit)
+        return Page([_notification_info(r) for r in rows], next_after)
 
     async def notifications_requeue(self, call: Call) -> wire.NotificationInfo:
         def requeue(tx: Tx) -> dict[str, Any]:

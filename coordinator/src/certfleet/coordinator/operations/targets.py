@@ -22,7 +22,7 @@ from certfleet.shared.targets import kind_of
 from certfleet.shared.workorder import OrderKind, sign_work_order
 
 from .. import errors
-from ..core import Call, CoordinatorBase, new_id
+from ..core import Call, CoordinatorBase, Page, new_id, page_request, paged
 from ..storage import Agents, Targets, Tx, WorkOrders
 
 __all__ = ["TargetOperations", "target_info"]
@@ -118,14 +118,16 @@ class TargetOperations(CoordinatorBase):
         self.require_target_in_reach(tx, call, permission, row["id"], hide=True)
         return row
 
-    async def targets_list(self, call: Call) -> list[wire.TargetInfo]:
-        def list_(tx: Tx) -> list[wire.TargetInfo]:
+    async def targets_list(self, call: Call) -> Page:
+        after, limit = page_request(call)
+
+        def list_(tx: Tx) -> Page:
             targets = Targets(tx)
-            rows = targets.list(call.query.get("agent_id"))
-            hidden = self.targets_out_of_reach(tx, call, "target.read")
-            rows = [row for row in rows if row["id"] not in hidden]
+            rows = targets.list(call.query.get("agent_id"), after=after, limit=limit)
+            hidden = self.targets_out_of_reach(tx, call, "target.read", [row["id"] for row in rows])
+            rows, next_after = paged(rows, limit, lambda row: row["id"] not in hidden)
             certificates = targets.certificates_of(row["id"] for row in rows)
-            return [target_info(row, certificates[row["id"]]) for row in rows]
+            return Page([target_info(row, certificates[row["id"]]) for row in rows], next_after)
 
         return await self.database.transact(list_)
 

@@ -912,32 +912,6 @@ class Certificates:
             f" WHERE v.issuer_id IN ({marks}) AND v.revoked_at IS NULL AND v.not_after > ? ORDER BY c.id",
             (*issuer_ids, now))
 
-    def set_revocation_reason(self, serial: str, reason: str) -> bool:
-        """Make a hold final (RFC 5280 §5.3.1): the entry keeps its revocation date."""
-        return self.tx.execute("UPDATE certificate_versions SET revocation_reason = ? WHERE serial = ?"
-                               " AND revocation_reason = 'certificate-hold'", (reason, serial)) == 1
-
-    def release_hold(self, serial: str) -> bool:
-        """Undo a ``certificate-hold``; any other revocation is final."""
-        return self.tx.execute("UPDATE certificate_versions SET revoked_at = NULL, revocation_reason = NULL"
-                               " WHERE serial = ? AND revocation_reason = 'certificate-hold'", (serial,)) == 1
-
-    def held_versions(self, certificate_id: str, now: int) -> list[dict[str, Any]]:
-        """Unexpired versions on ``certificate-hold``."""
-        return self.tx.all("SELECT * FROM certificate_versions WHERE certificate_id = ?"
-                           " AND revocation_reason = 'certificate-hold' AND not_after > ? ORDER BY created_at",
-                           (certificate_id, now))
-
-    def unrevoked_below(self, issuer_ids: list[str], now: int) -> list[dict[str, Any]]:
-        """Certificates with an unexpired, unrevoked version signed by one of ``issuer_ids``."""
-        if not issuer_ids:
-            return []
-        marks = ", ".join("?" for _ in issuer_ids)
-        return self.tx.all(
-            "SELECT DISTINCT c.id, c.names FROM certificates c JOIN certificate_versions v ON v.certificate_id = c.id"
-            f" WHERE v.issuer_id IN ({marks}) AND v.revoked_at IS NULL AND v.not_after > ? ORDER BY c.id",
-            (*issuer_ids, now))
-
     def revoked_for_issuer(self, issuer_id: str, now: int) -> list[dict[str, Any]]:
         """Revoked and not yet expired: what a CRL must list (RFC 5280 §3.3)."""
         return self.tx.all("SELECT serial, revoked_at, revocation_reason FROM certificate_versions"
