@@ -17,7 +17,7 @@ from certfleet.shared import wire
 from certfleet.shared.api import OPERATIONS, Auth
 
 from .. import credentials, errors
-from ..core import Call, CoordinatorBase, new_id, role_permissions
+from ..core import Call, CoordinatorBase, Page, new_id, page_request, paged, role_permissions
 from ..rbac import ALL_PERMISSIONS, BUILTIN_ROLES, GLOBAL, Scope, earliest
 from ..storage import ApiKeys, BootstrapTokens, Grants, Issuers, Profiles, Roles, Tx
 
@@ -179,8 +179,11 @@ class AccessOperations(CoordinatorBase):
         row, token = await self.database.transact(lambda tx: self._create_key(tx, call, call.body, call.body.user))
         return _key_info(row, token)
 
-    async def auth_keys_list(self, call: Call) -> list[wire.ApiKeyInfo]:
-        return [_key_info(r) for r in await self.database.transact(lambda tx: ApiKeys(tx).list())]
+    async def auth_keys_list(self, call: Call) -> Page:
+        after, limit = page_request(call)
+        rows, next_after = paged(await self.database.transact(lambda tx: ApiKeys(tx).list(after=after, limit=limit)),
+                                 limit)
+        return Page([_key_info(r) for r in rows], next_after)
 
     def _own(self, call: Call, row: dict[str, Any]) -> bool:
         principal = call.principal
@@ -292,8 +295,11 @@ class AccessOperations(CoordinatorBase):
 
     # --- grants --------------------------------------------------------------------------
 
-    async def auth_grants_list(self, call: Call) -> list[wire.GrantInfo]:
-        return [_grant_info(g) for g in await self.database.transact(lambda tx: Grants(tx).list())]
+    async def auth_grants_list(self, call: Call) -> Page:
+        after, limit = page_request(call)
+        rows, next_after = paged(await self.database.transact(lambda tx: Grants(tx).list(after=after, limit=limit)),
+                                 limit)
+        return Page([_grant_info(g) for g in rows], next_after)
 
     async def auth_grants_create(self, call: Call) -> wire.GrantInfo:
         body: wire.GrantCreate = call.body
