@@ -173,32 +173,6 @@ class Issuers:
             found += frontier
         return found
 
-    def children(self, parent_id: str) -> list[dict[str, Any]]:
-        """The CAs this one signed: its CRL and OCSP responder speak for them."""
-        return self.tx.all("SELECT * FROM issuers WHERE parent_id = ? AND certificate_pem IS NOT NULL ORDER BY id",
-                           (parent_id,))
-
-    def revoke(self, id: str, *, reason: str, now: int) -> None:
-        self.tx.execute("UPDATE issuers SET status = 'revoked', revoked_at = ?, revocation_reason = ? WHERE id = ?",
-                        (now, reason, id))
-
-    def revoked_above(self, id: str) -> dict[str, Any] | None:
-        """The nearest revoked CA above ``id`` (its parent, its parent's parent, ...), if any."""
-        row = self.find(id)
-        while row is not None and row["parent_id"] is not None:
-            row = self.find(row["parent_id"])
-            if row is not None and row["revoked_at"] is not None:
-                return row
-        return None
-
-    def below(self, id: str) -> list[str]:
-        """``id`` and every CA under it, at any depth."""
-        found, frontier = [id], [id]
-        while frontier:
-            frontier = [row["id"] for parent in frontier for row in self.children(parent)]
-            found += frontier
-        return found
-
 
 @dataclass
 class Crls:
