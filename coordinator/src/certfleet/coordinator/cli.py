@@ -101,17 +101,33 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the coordinator")
-    serve.add_argument("--listen", default="127.0.0.1:8443")
-    serve.add_argument("--data-dir", type=Path)
-    serve.add_argument("--tls-san", action="append", default=[], help="extra name for the TLS certificate")
+    serve.add_argument("--listen", default="127.0.0.1:8443", metavar="HOST:PORT",
+                       help="address and port of the HTTPS API (default: %(default)s; port 0: any free port)")
+    serve.add_argument("--data-dir", type=Path,
+                       help="where the master key, TLS files and SQLite database live (env CERTFLEET_DATA_DIR;"
+                            " default: /var/lib/certfleet for root, else ~/.local/share/certfleet)")
+    serve.add_argument("--tls-san", action="append", default=[], metavar="NAME",
+                       help="extra DNS name or IP address for the TLS certificate made on first start (repeatable)")
 
     demo = commands.add_parser("demo", help="coordinator + agent + one certificate, end to end")
-    demo.add_argument("--data-dir", type=Path, default=Path("demo-data"))
-    demo.add_argument("--listen", default="127.0.0.1:8443")
+    demo.add_argument("--data-dir", type=Path, default=Path("demo-data"),
+                      help="where the demo keeps its coordinator, agent and certificate (default: %(default)s)")
+    demo.add_argument("--listen", default="127.0.0.1:8443", metavar="HOST:PORT",
+                      help="address and port of the demo coordinator (default: %(default)s; port 0: any free port)")
     demo.add_argument("--once", action="store_true", help="exit after the first deployment")
 
     bootstrap = commands.add_parser("bootstrap", help="exchange the bootstrap token for an admin API key")
-    bootstrap.add_argument("--token", default=os.environ.get("CERTFLEET_BOOTSTRAP_TOKEN"))
+    bootstrap.add_argument("--token", default=os.environ.get("CERTFLEET_BOOTSTRAP_TOKEN"),
+                           help="the one-time token the coordinator printed at first start"
+                                " (env CERTFLEET_BOOTSTRAP_TOKEN)")
+    bootstrap.add_argument("--reissue", action="store_true",
+                           help="on the coordinator's host: print a new token in place of one never exchanged"
+                                " (reads the data dir and database directly)")
+    bootstrap.add_argument("--data-dir", type=Path,
+                           help="with --reissue: the coordinator's data dir (env CERTFLEET_DATA_DIR)")
+    bootstrap.add_argument("--database-url", default=os.environ.get("CERTFLEET_DATABASE_URL"),
+                           help="with --reissue: the coordinator's database, if not the SQLite file in the data dir"
+                                " (env CERTFLEET_DATABASE_URL)")
 
     agents = commands.add_parser("agents", help="agents and enrollment").add_subparsers(dest="action", required=True)
     token = agents.add_parser("enroll-token", help="mint an enrollment token")
@@ -268,9 +284,6 @@ def _parser() -> argparse.ArgumentParser:
     issuer_revoke = issuers.add_parser("revoke", help="revoke an intermediate CA on its parent's CRL and OCSP")
     issuer_revoke.add_argument("issuer")
     issuer_revoke.add_argument("--reason", required=True, choices=ISSUER_REASONS)
-    issuer_revoke = issuers.add_parser("revoke", help="revoke an intermediate CA on its parent's CRL and OCSP")
-    issuer_revoke.add_argument("issuer")
-    issuer_revoke.add_argument("--reason", required=True, choices=ISSUER_REASONS)
 
     approvals = commands.add_parser("approvals", help="four-eyes approval").add_subparsers(dest="action", required=True)
     approvals_list = approvals.add_parser("list")
@@ -358,8 +371,12 @@ def _parser() -> argparse.ArgumentParser:
 
     audit_cmd = commands.add_parser("audit", help="the audit trail").add_subparsers(dest="action", required=True)
     verify = audit_cmd.add_parser("verify", help="walk the hash chain straight from the database")
-    verify.add_argument("--data-dir", type=Path, help="the coordinator's data dir (its SQLite database)")
-    verify.add_argument("--database-url", default=os.environ.get("CERTFLEET_DATABASE_URL"))
+    verify.add_argument("--data-dir", type=Path,
+                        help="the coordinator's data dir: its master key keys the chain, and its SQLite database"
+                             " (env CERTFLEET_DATA_DIR)")
+    verify.add_argument("--database-url", default=os.environ.get("CERTFLEET_DATABASE_URL"),
+                        help="the coordinator's database, if not the SQLite file in the data dir"
+                             " (env CERTFLEET_DATABASE_URL)")
     audit_list = audit_cmd.add_parser("list")
     audit_list.add_argument("--after", type=int, default=0)
     audit_list.add_argument("--limit", type=int, default=100)
@@ -734,6 +751,26 @@ async def _audit_verify(args: argparse.Namespace) -> int:
     return 1
 
 
+async def _bootstrap_reissue(args: argparse.Namespace) -> int:
+    from .initialize import reissue_bootstrap_token
+    from .storage import open_database
+
+    settings = Settings.from_env(data_dir=args.data_dir, database_url=args.database_url)
+    try:
+        database = await trio.to_thread.run_sync(
+            functools.partial(open_database, settings.database_url, settings.data_dir, create=False))
+        try:
+            token = await reissue_bootstrap_token(settings, database, now=int(time.time()))
+        finally:
+            await database.close()
+    except (InitializationError, StorageError) as exc:
+        print(f"certfleet: cannot reissue the bootstrap token: {exc}", file=sys.stderr)
+        return 1
+    print("new one-time bootstrap token (the previous one no longer works; exchange it with"
+          f" `certfleet bootstrap --token …`):\n{token}")
+    return 0
+
+
 async def _termination_signal() -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for received in signals:
@@ -741,10 +778,9 @@ async def _termination_signal() -> None:
             return
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    logs.configure()
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+def _start(args: argparse.Namespace) -> int:
+    """``serve`` or ``demo``; a failure to start is the one line ``main`` prints, even
+    when it was raised inside the nurseries (trio wraps it in exception groups)."""
     try:
         if args.command == "serve":
             from .server import run_coordinator
@@ -752,10 +788,27 @@ def main(argv: list[str] | None = None) -> int:
             settings = Settings.from_env(data_dir=args.data_dir, listen=args.listen, tls_sans=tuple(args.tls_san))
             trio.run(functools.partial(run_coordinator, settings, shutdown_trigger=_termination_signal))
             return 0
-        if args.command == "demo":
-            from .demo import run_demo
+        from .demo import run_demo
 
-            return trio.run(run_demo, args.data_dir, args.listen, args.once)
+        return trio.run(run_demo, args.data_dir, args.listen, args.once)
+    except BaseExceptionGroup as group:
+        failure: BaseException = group
+        while isinstance(failure, BaseExceptionGroup) and len(failure.exceptions) == 1:
+            failure = failure.exceptions[0]
+        if isinstance(failure, (InitializationError, StorageError)):
+            raise failure from None
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logs.configure()
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        if args.command in ("serve", "demo"):
+            return _start(args)
+        if args.command == "bootstrap" and args.reissue:
+            return trio.run(_bootstrap_reissue, args)
         if args.command == "audit" and args.action == "verify":
             return trio.run(_audit_verify, args)
         if args.command == "permissions" and args.markdown:

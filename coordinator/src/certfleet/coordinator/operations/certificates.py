@@ -321,15 +321,6 @@ class CertificateOperations(JobOperations, TargetOperations):
             raise errors.UnprocessableEntity(str(exc), slug="lifetime-beyond-issuer", rule="lifetime_seconds",
                                              value=str(lifetime)) from exc
 
-    def _check_issuer_lifetime(self, issuer: dict[str, Any], lifetime: int) -> None:
-        """Refuse a lifetime the issuer's own certificate does not cover: a leaf is
-        never cut short behind the caller's back."""
-        try:
-            self.authorities.authority(issuer).check_lifetime(now=self.now(), lifetime_seconds=lifetime)
-        except LifetimeBeyondIssuer as exc:
-            raise errors.UnprocessableEntity(str(exc), slug="lifetime-beyond-issuer", rule="lifetime_seconds",
-                                             value=str(lifetime)) from exc
-
     def issue_under_profile(self, tx: Tx, certificate: dict[str, Any], public_key: Any,
                             key_type: KeyType) -> tuple[IssuedCertificate, dict[str, Any]]:
         """Check the request against the profile (as it is now) and the issuer's name
