@@ -140,13 +140,6 @@ def _discovery_id(call: Call) -> int:
     return int(raw)
 
 
-def _require_global(call: Call, permission: str) -> None:
-    """Finds belong to no profile or issuer: a permission held on one does not reach them."""
-    if not call.principal.permissions.holds(permission, GLOBAL):
-        raise errors.Forbidden(f"{permission!r} is needed globally for discovered certificates",
-                               slug="scope-denied")
-
-
 class DiscoveryOperations(RenewalOperations):
     # --- the agent reports ---------------------------------------------------------------
 
@@ -189,7 +182,6 @@ class DiscoveryOperations(RenewalOperations):
     # --- operators -----------------------------------------------------------------------
 
     async def discovery_list(self, call: Call) -> wire.DiscoveryPage:
-        _require_global(call, "discovery.read")
         query = call.query
         for name, allowed in (("status", STATUSES), ("source", SOURCES)):
             if name in query and query[name] not in allowed:
@@ -207,12 +199,10 @@ class DiscoveryOperations(RenewalOperations):
                                   next_after=rows[-1]["id"] if len(rows) == limit else None)
 
     async def discovery_get(self, call: Call) -> wire.DiscoveredCertificateInfo:
-        _require_global(call, "discovery.read")
         discovery_id = _discovery_id(call)
         return discovery_info(await self.database.transact(lambda tx: DiscoveredCertificates(tx).get(discovery_id)))
 
     async def discovery_dismiss(self, call: Call) -> wire.DiscoveredCertificateInfo:
-        _require_global(call, "discovery.triage")
         discovery_id = _discovery_id(call)
         reason = call.body.reason.strip()
 
@@ -230,7 +220,6 @@ class DiscoveryOperations(RenewalOperations):
         return discovery_info(await self.database.transact(dismiss))
 
     async def discovery_claim(self, call: Call) -> wire.CertificateInfo:
-        _require_global(call, "discovery.triage")
         discovery_id = _discovery_id(call)
         body: wire.DiscoveryClaim = call.body
         certificate_id = new_id("crt")
