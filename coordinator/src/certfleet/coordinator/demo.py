@@ -8,11 +8,13 @@ to a file target under the data dir, and waits until the agent reports it deploy
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -92,53 +94,97 @@ async def _wait_deployed(api: ApiClient, certificate_id: str) -> wire.Certificat
 
 
 async def run_demo(data_dir: Path, listen: str, once: bool) -> int:
+    """Run the demo; with ``once`` return after the first deployment, else keep running
+    until SIGINT (Ctrl-C) or SIGTERM. Either signal stops the agent, then the
+    coordinator (gracefully), and returns 0."""
     data_dir = data_dir.resolve()
+    # Private from its creation: it becomes the coordinator's data dir (master key,
+    # database), and the demo's own secrets below would otherwise create it 0755.
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     demo_dir = data_dir / "demo"
     bootstrap_file = demo_dir / "bootstrap-token"
     if not (bootstrap_token := _read_secret(bootstrap_file)):
         bootstrap_token = secrets.token_urlsafe(32)
         _write_secret(bootstrap_file, bootstrap_token)
     settings = Settings.from_env(data_dir=data_dir, listen=listen, bootstrap_token=bootstrap_token)
-    backend = "PostgreSQL" if (settings.database_url or "").startswith("postgres") else "SQLite"
-    async with trio.open_nursery() as nursery:
-        running: Running = await nursery.start(lambda task_status: run_coordinator(
-            settings, announce_token=False, task_status=task_status))
-        url = running.url
-        _say(f"coordinator on {url} ({backend}), data in {data_dir}")
-        api_key = await _admin_key(url, running, demo_dir, bootstrap_token)
-        async with ApiClient(url, api_key=api_key, ca_bundle=running.ca_path) as api:
-            agent_dir = demo_dir / "agent"
-            agent_id = await _enroll_agent(api, url, running, agent_dir)
-            _say(f"agent {agent_id} enrolled (state in {agent_dir})")
-            agent = await trio.lowlevel.open_process(
-                [_agent_program(), "--agent-dir", str(agent_dir), "run", "--coordinator", url],
-                stdin=subprocess.DEVNULL)
+    stopping = trio.Event()
+    code: int | None = None
+    # The receiver is open before anything starts, so a signal at any moment is handled
+    # here instead of surfacing as KeyboardInterrupt in whatever task it interrupts.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            running: Running = await nursery.start(functools.partial(
+                run_coordinator, settings, announce_token=False, shutdown_trigger=stopping.wait))
             try:
-                target_dir = demo_dir / "deploy" / DEMO_NAME
-                created = await api.call("certificates.create", wire.CertificateCreate(
-                    common_name=DEMO_NAME, agent_id=agent_id, target=wire.FileTarget(directory=str(target_dir)),
-                    lifetime_seconds=7 * 86400))
-                _say(f"certificate {created.id} for {DEMO_NAME} requested; waiting for the agent")
-                info = await _wait_deployed(api, created.id)
-                if info.status != "deployed":
-                    _say(f"deployment failed: {info.last_error}")
-                    return 1
-                _say(f"deployed serial {info.serial}, SHA-256 {info.fingerprint_sha256}")
-                for name in ("cert.pem", "chain.pem", "fullchain.pem", "privkey.pem"):
-                    _say(f"  {target_dir / name}")
-                _say(f"check it: openssl verify -CAfile {running.ca_path} -untrusted"
-                     f" {target_dir / 'chain.pem'} {target_dir / 'cert.pem'}")
-                if once:
-                    print(target_dir / "fullchain.pem", flush=True)
-                    nursery.cancel_scope.cancel()
-                    return 0
-                _say("running; press Ctrl-C to stop")
-                await trio.sleep_forever()
-            except ApiError as exc:
-                _say(f"the coordinator refused a request: {exc}")
-                return 1
+                async with trio.open_nursery() as flow:
+                    async def stop_on_signal() -> None:
+                        async for received in signals:
+                            _say(f"{signal.Signals(received).name} received; stopping")
+                            flow.cancel_scope.cancel()
+                            return
+
+                    flow.start_soon(stop_on_signal)
+                    code = await _demo(running, settings, demo_dir, bootstrap_token, once)
+                    flow.cancel_scope.cancel()
             finally:
-                agent.terminate()
-                with trio.CancelScope(shield=True):
-                    await agent.wait()
-    return 0
+                # The agent has stopped by now: the coordinator goes last, so the agent
+                # never sees it disappear (a graceful stop, not a dropped connection).
+                stopping.set()
+    return 0 if code is None else code
+
+
+async def _demo(running: Running, settings: Settings, demo_dir: Path, bootstrap_token: str, once: bool) -> int:
+    """Enroll, run the agent, deploy, and without ``once`` keep running until cancelled.
+    The agent process is stopped (SIGTERM, then waited for) however this ends."""
+    url = running.url
+    backend = "PostgreSQL" if (settings.database_url or "").startswith("postgres") else "SQLite"
+    _say(f"coordinator on {url} ({backend}), data in {settings.data_dir}")
+    api_key = await _admin_key(url, running, demo_dir, bootstrap_token)
+    async with ApiClient(url, api_key=api_key, ca_bundle=running.ca_path) as api:
+        agent_dir = demo_dir / "agent"
+        agent_id = await _enroll_agent(api, url, running, agent_dir)
+        _say(f"agent {agent_id} enrolled (state in {agent_dir})")
+        agent = await trio.lowlevel.open_process(
+            [_agent_program(), "--agent-dir", str(agent_dir), "run", "--coordinator", url],
+            stdin=subprocess.DEVNULL)
+        try:
+            target_dir = demo_dir / "deploy" / DEMO_NAME
+            created = await api.call("certificates.create", wire.CertificateCreate(
+                common_name=DEMO_NAME, agent_id=agent_id, target=wire.FileTarget(directory=str(target_dir)),
+                lifetime_seconds=7 * 86400))
+            _say(f"certificate {created.id} for {DEMO_NAME} requested; waiting for the agent")
+            info = await _wait_deployed(api, created.id)
+            if info.status != "deployed":
+                _say(f"deployment failed: {info.last_error}")
+                return 1
+            _say(f"deployed serial {info.serial}, SHA-256 {info.fingerprint_sha256}")
+            for name in ("cert.pem", "chain.pem", "fullchain.pem", "privkey.pem"):
+                _say(f"  {target_dir / name}")
+            _say(f"check it: openssl verify -CAfile {running.ca_path} -untrusted"
+                 f" {target_dir / 'chain.pem'} {target_dir / 'cert.pem'}")
+            if once:
+                print(target_dir / "fullchain.pem", flush=True)
+                return 0
+            _say("running; press Ctrl-C to stop")
+            await trio.sleep_forever()
+        except ApiError as exc:
+            _say(f"the coordinator refused a request: {exc}")
+            return 1
+        finally:
+            with trio.CancelScope(shield=True):
+                await _stop_agent(agent)
+
+
+AGENT_STOP_SECONDS = 30
+"""How long the agent may take to stop after SIGTERM before it is killed."""
+
+
+async def _stop_agent(agent: trio.Process) -> None:
+    if agent.returncode is None:
+        agent.terminate()
+    with trio.move_on_after(AGENT_STOP_SECONDS):
+        await agent.wait()
+        return
+    _say(f"the agent did not stop within {AGENT_STOP_SECONDS} s; killing it")
+    agent.kill()
+    await agent.wait()
