@@ -18,8 +18,9 @@ import httpx
 import trio
 
 from certfleet.shared import logs
+from certfleet.shared.connection import InsecureUrl, describe_failure, require_https
 
-from .client import CoordinatorError
+from .client import TRUST_HINT, CoordinatorError
 from .config import (
     CONFIG_ENV,
     DEFAULT_CONFIG_FILE,
@@ -66,17 +67,19 @@ def _parser() -> argparse.ArgumentParser:
     enroll_cmd.add_argument("--force", action="store_true", help="replace an existing enrollment")
     enroll_cmd.add_argument("--label", action="append", default=[], type=_label, metavar="KEY=VALUE",
                             help="a label for this agent (repeatable); the token's labels win on the same key")
-    enroll_cmd.add_argument("--json", action="store_true")
+    enroll_cmd.add_argument("--json", action="store_true", help="print the agent id and state directory as JSON")
     run = commands.add_parser("run", help="poll for work orders and execute them")
     run.add_argument("--coordinator", help="override the coordinator URL (config, env, enrollment)")
     config = commands.add_parser("config", help="the operator settings (agent.toml)")
     config_commands = config.add_subparsers(dest="config_command", required=True)
     check = config_commands.add_parser("check", help="validate the settings and print the effective values"
                                                      " and where each came from (exit 2 if invalid)")
-    check.add_argument("--json", action="store_true")
+    check.add_argument("--json", action="store_true", help="print the settings, their sources and the enrollment"
+                                                           " as JSON")
     deploy = commands.add_parser("deploy", help="show the deployment plan for a target (only --dry-run:"
                                                 " real deployments come from signed work orders)")
-    deploy.add_argument("--dry-run", action="store_true", required=True)
+    deploy.add_argument("--dry-run", action="store_true", required=True,
+                        help="print the plan and change nothing (required)")
     which = deploy.add_mutually_exclusive_group(required=True)
     which.add_argument("--certificate", metavar="CERTIFICATE_OR_TARGET_ID",
                        help="a certificate (or target) this agent deployed: its target and latest certificate")
@@ -87,10 +90,11 @@ def _parser() -> argparse.ArgumentParser:
                       help="scan only DIR (inside the configured roots); repeatable")
     scan.add_argument("--no-report", action="store_true",
                       help="print what is found; send nothing, record nothing")
-    scan.add_argument("--json", action="store_true")
+    scan.add_argument("--json", action="store_true", help="print the finds and problems as JSON")
     rollback = commands.add_parser("rollback", help="restore what the latest deployment to a target replaced,"
                                                     " and reload")
-    rollback.add_argument("target", metavar="TARGET_ID_OR_CERTIFICATE_ID")
+    rollback.add_argument("target", metavar="TARGET_ID_OR_CERTIFICATE_ID",
+                          help="the target, or a certificate deployed to it")
     return parser
 
 
@@ -183,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             if not coordinator or not fingerprint:
                 return _invalid("pass --coordinator and --ca-fingerprint, or set coordinator_url and"
                                 " ca_fingerprint in the config")
+            require_https(coordinator, setting="--coordinator" if args.coordinator else "coordinator_url")
             if args.ca_fingerprint and settings.ca_fingerprint and \
                     normalize_fingerprint(args.ca_fingerprint) != settings.ca_fingerprint:
                 return _invalid("--ca-fingerprint differs from ca_fingerprint in the config; the agent"
@@ -236,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
             check_enrolled_ca(settings, paths)
         except ConfigError as exc:
             return _invalid(str(exc))
+        if args.coordinator:
+            require_https(args.coordinator, setting="--coordinator")
         trio.run(functools.partial(run_agent, paths, args.coordinator or settings.coordinator_url, _clock(),
                                    on_reload=_reloader(args, settings), discovery_roots=settings.discovery_roots,
                                    probe_ranges=settings.probe_ranges, watch_changes=settings.watch_changes,
@@ -243,8 +250,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except KeyboardInterrupt:
         return 130
+    except InsecureUrl as exc:
+        # Settings that cannot work: the service manager should not restart on it.
+        return _invalid(str(exc))
+    except httpx.TransportError as exc:
+        try:
+            url = str(exc.request.url.copy_with(path="/", query=None))
+        except RuntimeError:  # raised before a request was made
+            url = "the coordinator"
+        print(f"certfleet-agent: {describe_failure(url, exc, trust_hint=TRUST_HINT)}", file=sys.stderr)
+        return 1
     except (EnrollmentError, CoordinatorError, httpx.HTTPError, FileNotFoundError) as exc:
-        print(f"certfleet-agent: {exc}", file=sys.stderr)
+        print(f"certfleet-agent: {str(exc) or type(exc).__name__}", file=sys.stderr)
         return 1
 
 

@@ -1,10 +1,14 @@
-"""The agent's HTTPS client: pinned coordinator CA, TLS 1.3, every request signed."""
+"""The agent's HTTPS client: pinned coordinator CA, TLS 1.3, every request signed,
+``https://`` URLs only (checked before anything is sent)."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ssl
 import time
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import Any
 
 import httpx
@@ -14,18 +18,40 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from certfleet.shared import wire
 from certfleet.shared.agent_token import AUTH_SCHEME, sign_request_token
 from certfleet.shared.api import operation
+from certfleet.shared.connection import require_https
 
-__all__ = ["CoordinatorClient", "CoordinatorError", "pinned_context"]
+__all__ = ["TRUST_HINT", "CoordinatorClient", "CoordinatorError", "PinMismatch", "pinned_context"]
+
+TRUST_HINT = ("the coordinator's certificate must chain to the CA pinned at enrollment (ca_fingerprint);"
+              " if the coordinator's CA changed, enroll again with its new fingerprint")
 
 
 class CoordinatorError(Exception):
     """The coordinator refused the request (4xx): retrying the same request won't help."""
 
-    def __init__(self, status: int, problem: dict[str, Any]) -> None:
+    def __init__(self, status: int, problem: dict[str, Any], *, request_id: str | None = None) -> None:
         self.status = status
         self.problem = problem
         self.slug = str(problem.get("type", "")).rsplit(":", 1)[-1]
-        super().__init__(f"{status} {self.slug}: {problem.get('detail') or problem.get('title') or ''}")
+        detail = problem.get("detail") or problem.get("title")
+        if not detail:
+            # No problem document (a proxy's error page, a crash before the handler):
+            # say what is known and where the cause is.
+            try:
+                detail = HTTPStatus(status).phrase
+            except ValueError:
+                detail = "error"
+            detail += " with no detail"
+            if request_id and request_id != "-":
+                detail += f" (request id {request_id})"
+            if status >= 500:
+                detail += "; the coordinator's log has the cause"
+        self.detail = detail
+        super().__init__(f"{status} {self.slug}: {detail}" if self.slug else f"{status} {detail}")
+
+
+class PinMismatch(Exception):
+    """The TLS handshake did not chain to the pinned coordinator CA."""
 
 
 def pinned_context(ca_pem: bytes) -> ssl.SSLContext:
@@ -40,6 +66,9 @@ class CoordinatorClient:
     def __init__(self, base_url: str, *, ca_pem: bytes, agent_id: str | None = None,
                  identity: ed25519.Ed25519PrivateKey | None = None, timeout: float = 30.0,
                  clock: Callable[[], float] = time.time) -> None:
+        """Raises :class:`certfleet.shared.connection.InsecureUrl` (before anything is
+        sent) unless ``base_url`` is ``https://``."""
+        base_url = require_https(base_url, setting="the coordinator URL")
         self._client = httpx.AsyncClient(base_url=base_url.rstrip("/"), verify=pinned_context(ca_pem),
                                          timeout=httpx.Timeout(timeout, read=timeout + 35))
         self._agent_id = agent_id
@@ -52,6 +81,20 @@ class CoordinatorClient:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+    async def check_handshake_anchor(self, fingerprint: str) -> None:
+        """Connect and check that the TLS handshake chained to the CA certificate whose
+        SHA-256 is ``fingerprint``; raises :class:`PinMismatch` if it did not, and
+        ``httpx.TransportError`` (certificate verification included) if it failed.
+
+        The context trusts the pinned CA alone, so a completed handshake already
+        chained to it; reading the verified chain back makes that explicit rather than
+        a consequence of how the context was built."""
+        async with self._client.stream("GET", operation("pki.ca-bundle").path) as response:
+            ssl_object = response.extensions["network_stream"].get_extra_info("ssl_object")
+            anchor = _verified_anchor(ssl_object)
+        if anchor is None or not hmac.compare_digest(hashlib.sha256(anchor).hexdigest(), fingerprint):
+            raise PinMismatch("the coordinator's TLS handshake did not chain to the pinned CA")
 
     async def call(self, name: str, body: msgspec.Struct | None = None, *,
                    query: dict[str, Any] | None = None, **params: str) -> Any:
@@ -74,6 +117,20 @@ class CoordinatorClient:
             try:
                 problem = response.json()
             except ValueError:
-                problem = {"title": response.text[:200]}
-            raise CoordinatorError(response.status_code, problem)
+                problem = {"title": response.text[:200].strip()}
+            if not isinstance(problem, dict):
+                problem = {}
+            raise CoordinatorError(response.status_code, problem, request_id=response.headers.get("X-Request-Id"))
         return msgspec.json.decode(response.content, type=op.output)
+
+
+def _verified_anchor(ssl_object: ssl.SSLObject | None) -> bytes | None:
+    """The DER certificate the handshake's verified chain ends at (its trust anchor)."""
+    if ssl_object is None:
+        return None
+    if hasattr(ssl_object, "get_verified_chain"):  # Python 3.13 and later
+        chain = ssl_object.get_verified_chain()
+        return bytes(chain[-1]) if chain else None
+    # Before 3.13 the same OpenSSL call is reachable only on the private object.
+    chain = ssl_object._sslobj.get_verified_chain()  # noqa: SLF001
+    return ssl.PEM_cert_to_DER_cert(chain[-1].public_bytes()) if chain else None
