@@ -22,12 +22,15 @@ from certfleet.shared import logs, wire
 from certfleet.shared.pki import KeyType
 from certfleet.shared.targets import KINDS
 
-from .client import ApiClient, ApiError
+from .client import ApiClient, ApiError, ConnectionFailure
 from .initialize import InitializationError
 from .settings import Settings
 from .storage import StorageError
+from .tables import format_value, printable, render
 
 __all__ = ["main"]
+
+URL_SETTING = "--url (or CERTFLEET_URL)"
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 REASONS = ["unspecified", "key-compromise", "ca-compromise", "affiliation-changed", "superseded",
@@ -131,237 +134,281 @@ def _parser() -> argparse.ArgumentParser:
 
     agents = commands.add_parser("agents", help="agents and enrollment").add_subparsers(dest="action", required=True)
     token = agents.add_parser("enroll-token", help="mint an enrollment token")
-    token.add_argument("--uses", type=int, default=1)
-    token.add_argument("--ttl", type=duration, default=3600)
-    token.add_argument("--label", type=_label, action="append", default=[])
-    agents.add_parser("list")
-    show_agent = agents.add_parser("show")
-    show_agent.add_argument("agent_id")
+    token.add_argument("--uses", type=int, default=1, help="how many agents may enroll with it (default: %(default)s)")
+    token.add_argument("--ttl", type=duration, default=3600,
+                       help="valid for this long, e.g. 1h, 7d (default: one hour)")
+    token.add_argument("--label", type=_label, action="append", default=[], metavar="KEY=VALUE",
+                       help="a label every agent enrolled with it gets (repeatable; wins over the agent's own)")
+    agents.add_parser("list", help="every agent, with liveness and when it was last seen")
+    show_agent = agents.add_parser("show", help="one agent, with its labels")
+    show_agent.add_argument("agent_id", help="the agent's id (see `certfleet agents list`)")
     retire_agent = agents.add_parser("retire", help="refuse the agent's identity from now on, cancel its work,"
                                                     " stop renewing its certificates; the agent stops itself")
-    retire_agent.add_argument("agent_id")
+    retire_agent.add_argument("agent_id", help="the agent's id")
 
     certificates = commands.add_parser("certificates", help="managed certificates").add_subparsers(
         dest="action", required=True)
     create = certificates.add_parser("create", help="create a certificate and queue its issuance")
-    create.add_argument("--cn", required=True)
-    create.add_argument("--san", action="append", default=[])
-    create.add_argument("--agent", required=True)
-    create.add_argument("--profile", default="default")
-    create.add_argument("--tag", action="append", default=[])
-    create.add_argument("--key-type", choices=[k.value for k in KeyType], default=KeyType.EC_P256.value)
-    create.add_argument("--lifetime", type=duration, default=90 * 86400)
+    create.add_argument("--cn", required=True, help="the common name, also put in the SANs")
+    create.add_argument("--san", action="append", default=[],
+                        help="another DNS name, IP address, e-mail or URI in the certificate (repeatable)")
+    create.add_argument("--agent", required=True, help="id of the agent that holds the key and deploys it")
+    create.add_argument("--profile", default="default", help="profile (name or id) whose policy applies"
+                                                             " (default: %(default)s)")
+    create.add_argument("--tag", action="append", default=[], help="a tag for filtering and bulk revocation"
+                                                                   " (repeatable)")
+    create.add_argument("--key-type", choices=[k.value for k in KeyType], default=KeyType.EC_P256.value,
+                        help="the key the agent makes (default: %(default)s)")
+    create.add_argument("--lifetime", type=duration,
+                        help="e.g. 90d, 12h (default: the profile's default lifetime, within its maximum)")
     where = create.add_mutually_exclusive_group(required=True)
     where.add_argument("--target", help="a named target (see `certfleet targets`)")
     where.add_argument("--target-dir", help="directory for an inline file target")
     create.add_argument("--renewal-policy", help="a renewal policy name or id (default: two thirds, new key)")
-    create.add_argument("--mode", type=lambda s: int(s, 8), default=0o644)
-    create.add_argument("--key-mode", type=lambda s: int(s, 8), default=0o600)
-    create.add_argument("--owner")
-    create.add_argument("--group")
+    create.add_argument("--mode", type=lambda s: int(s, 8), default=0o644,
+                        help="with --target-dir: octal mode of the certificate files (default: 0644)")
+    create.add_argument("--key-mode", type=lambda s: int(s, 8), default=0o600,
+                        help="with --target-dir: octal mode of the key file (default: 0600)")
+    create.add_argument("--owner", help="with --target-dir: user owning the files (default: the agent's)")
+    create.add_argument("--group", help="with --target-dir: group owning the files (default: the agent's)")
     create.add_argument("--reload-command", type=_argv,
                         help='argv as a JSON array, e.g. \'["systemctl","reload","nginx"]\'')
-    certificates.add_parser("list")
-    show = certificates.add_parser("show")
-    show.add_argument("certificate_id")
+    certificates.add_parser("list", help="every managed certificate you may see")
+    show = certificates.add_parser("show", help="one certificate, with its serial and fingerprint")
+    show.add_argument("certificate_id", help="the certificate's id")
 
     revoke = certificates.add_parser("revoke", help="revoke every unexpired version")
-    revoke.add_argument("certificate_id")
-    revoke.add_argument("--reason", default="unspecified", choices=REASONS)
+    revoke.add_argument("certificate_id", help="the certificate's id")
+    revoke.add_argument("--reason", default="unspecified", choices=REASONS,
+                        help="the CRL reason (RFC 5280 §5.3.1; default: %(default)s)")
     create_bulk = certificates.add_parser(
         "create-bulk", help=f"create up to {wire.BULK_CREATE_LIMIT} certificates from a JSON file, all or none")
     create_bulk.add_argument("file", help='{"certificates": [...]} or the list alone, each entry as the API\'s'
                                           ' certificates.create body; "-" reads standard input')
     bulk = certificates.add_parser("revoke-bulk", help="revoke everything matching a filter")
-    bulk.add_argument("--reason", default="unspecified", choices=REASONS)
+    bulk.add_argument("--reason", default="unspecified", choices=REASONS,
+                      help="the CRL reason (RFC 5280 §5.3.1; default: %(default)s)")
     for name in ("issuer", "profile", "agent", "tag"):
-        bulk.add_argument(f"--{name}")
+        bulk.add_argument(f"--{name}", help=f"only certificates with this {name} (filters combine)")
 
     targets = commands.add_parser("targets", help="deployment targets").add_subparsers(dest="action", required=True)
     target_create = targets.add_parser("create", help="declare a target on an agent")
-    target_create.add_argument("name")
-    target_create.add_argument("--agent", required=True)
-    target_create.add_argument("--kind", required=True, choices=KINDS)
+    target_create.add_argument("name", help="the target's name, unique on its agent")
+    target_create.add_argument("--agent", required=True, help="id of the agent that deploys to it")
+    target_create.add_argument("--kind", required=True, choices=KINDS, help="what the target is")
     target_create.add_argument("--settings", type=_settings, default={},
                                help="settings as a JSON object, or @FILE to read them from a file")
     target_create.add_argument("--set", type=_setting, action="append", default=[], metavar="KEY=VALUE",
                                help="one setting (VALUE is parsed as JSON if it can be, e.g. 'verify={\"port\":443}')")
-    targets.add_parser("list").add_argument("--agent")
-    targets.add_parser("show").add_argument("target")
+    targets.add_parser("list", help="every target, with its last deployment and check").add_argument(
+        "--agent", help="only this agent's targets")
+    targets.add_parser("show", help="one target, with its settings and counters").add_argument(
+        "target", help="the target's id or name")
     target_test = targets.add_parser("test", help="the agent runs the config test and reads the served certificate")
-    target_test.add_argument("target")
+    target_test.add_argument("target", help="the target's id or name")
     target_test.add_argument("--wait", type=duration, default=0, help="wait this long for the agent's answer")
 
     discovery = commands.add_parser("discovery", help="certificates the agents found").add_subparsers(
         dest="action", required=True)
     found = discovery.add_parser("list", help="the inventory (finds still in place, unless --include-removed)")
-    found.add_argument("--status", choices=["unmanaged", "managed", "dismissed"])
-    found.add_argument("--agent")
-    found.add_argument("--source", choices=["filesystem", "network"])
+    found.add_argument("--status", choices=["unmanaged", "managed", "dismissed"], help="only finds in this state")
+    found.add_argument("--agent", help="only this agent's finds")
+    found.add_argument("--source", choices=["filesystem", "network"], help="only finds from files or from probes")
     found.add_argument("--issuer", help="part of the issuer's name, any case")
-    found.add_argument("--expires-within", type=int, metavar="DAYS")
-    found.add_argument("--expires-before", type=int, metavar="UNIX_TIME")
+    found.add_argument("--expires-within", type=int, metavar="DAYS", help="only those expiring in DAYS days")
+    found.add_argument("--expires-before", type=int, metavar="UNIX_TIME",
+                       help="only those expiring before this time (seconds since 1970, UTC)")
     found.add_argument("--include-removed", action="store_true", help="also finds the agents reported gone")
     found.add_argument("--after", type=int, default=0, help="the last id of the previous page")
-    found.add_argument("--limit", type=int, default=100)
-    discovery.add_parser("show").add_argument("discovery_id")
+    found.add_argument("--limit", type=int, default=100, help="at most this many (default: %(default)s)")
+    discovery.add_parser("show", help="one find, with issuer, names and serial").add_argument(
+        "discovery_id", help="the find's id")
     dismiss = discovery.add_parser("dismiss", help="the find needs no management; say why")
-    dismiss.add_argument("discovery_id")
-    dismiss.add_argument("--reason", required=True)
+    dismiss.add_argument("discovery_id", help="the find's id")
+    dismiss.add_argument("--reason", required=True, help="why it needs no management (kept in the audit trail)")
     claim = discovery.add_parser("claim", help="manage the find: renewed (and deployed back) from now on")
-    claim.add_argument("discovery_id")
-    claim.add_argument("--profile", default="default")
+    claim.add_argument("discovery_id", help="the find's id")
+    claim.add_argument("--profile", default="default", help="profile of the managed certificate"
+                                                            " (default: %(default)s)")
     claim.add_argument("--renewal-policy", help="a renewal policy name or id (default: two thirds, new key)")
     claim.add_argument("--lifetime", type=duration, help="of renewed certificates (default: the found one's)")
     claim.add_argument("--key-type", choices=[k.value for k in KeyType], help="default: like the found key")
-    claim.add_argument("--tag", action="append", default=[])
+    claim.add_argument("--tag", action="append", default=[], help="a tag for the managed certificate (repeatable)")
     claim_target = claim.add_mutually_exclusive_group()
     claim_target.add_argument("--target", help="an existing target of the agent (required for network finds)")
     claim_target.add_argument("--kind", choices=KINDS, help="make a new target of this kind from --settings/--set")
     claim.add_argument("--settings", type=_settings, default={}, help="the new target's settings (JSON or @FILE)")
-    claim.add_argument("--set", type=_setting, action="append", default=[], metavar="KEY=VALUE")
+    claim.add_argument("--set", type=_setting, action="append", default=[], metavar="KEY=VALUE",
+                       help="one setting of the new target (VALUE is parsed as JSON if it can be)")
     claim.add_argument("--target-name", help="name of the target the claim makes (default: discovered-ID)")
     claim.add_argument("--key-path", help="where a file claimed in place gets its key (default: beside it)")
     scan = discovery.add_parser("scan", help="ask an agent to scan its files now")
-    scan.add_argument("agent_id")
+    scan.add_argument("agent_id", help="the agent's id")
     scan.add_argument("--root", action="append", default=[], help="only this directory (inside the agent's roots)")
     probe = discovery.add_parser("probe", help="ask an agent to probe address ranges for TLS servers")
-    probe.add_argument("agent_id")
+    probe.add_argument("agent_id", help="the agent's id")
     probe.add_argument("--range", action="append", required=True, dest="ranges", metavar="CIDR",
                        help="repeatable; must lie inside the ranges the agent's operator allowed")
     probe.add_argument("--port", action="append", type=int, required=True, dest="ports", help="repeatable")
     probe.add_argument("--server-name", action="append", default=[], dest="server_names",
                        help="also handshake with this SNI name (repeatable)")
     probe.add_argument("--timeout", type=float, default=3.0, help="seconds per connection attempt")
-    probe.add_argument("--concurrency", type=int, default=64)
+    probe.add_argument("--concurrency", type=int, default=64,
+                       help="connection attempts at once (default: %(default)s)")
     scans = discovery.add_parser("scans", help="recent scan and probe orders and how they went")
-    scans.add_argument("--agent")
+    scans.add_argument("--agent", help="only this agent's orders")
 
     profiles = commands.add_parser("profiles", help="certificate profiles").add_subparsers(dest="action", required=True)
-    profiles.add_parser("list")
-    profile_show = profiles.add_parser("show")
-    profile_show.add_argument("profile")
+    profiles.add_parser("list", help="every profile")
+    profile_show = profiles.add_parser("show", help="one profile, with its policy")
+    profile_show.add_argument("profile", help="the profile's name or id")
     for verb in ("create", "update"):
         profile_edit = profiles.add_parser(verb, help=f"{verb} a profile (update replaces the whole policy)")
-        profile_edit.add_argument("name" if verb == "create" else "profile")
+        profile_edit.add_argument("name" if verb == "create" else "profile",
+                                  help="the new profile's name" if verb == "create" else "the profile's name or id")
         if verb == "create":
-            profile_edit.add_argument("--issuer", default="issuing")
-        profile_edit.add_argument("--key-type", action="append", choices=[k.value for k in KeyType])
-        profile_edit.add_argument("--max-lifetime", type=duration, default=398 * 86400)
+            profile_edit.add_argument("--issuer", default="issuing",
+                                      help="the issuer (name or id) that signs its certificates (default: %(default)s)")
+        profile_edit.add_argument("--key-type", action="append", choices=[k.value for k in KeyType],
+                                  help="a key type it allows (repeatable; default: all)")
+        profile_edit.add_argument("--max-lifetime", type=duration, default=398 * 86400,
+                                  help="the longest lifetime it allows, e.g. 90d (default: 398d)")
         profile_edit.add_argument("--eku", action="append",
-                                  choices=["server-auth", "client-auth", "code-signing", "email-protection"])
+                                  choices=["server-auth", "client-auth", "code-signing", "email-protection"],
+                                  help="an extended key usage of its certificates (repeatable;"
+                                       " default: server-auth and client-auth)")
         profile_edit.add_argument("--name-pattern", action="append",
                                   help="*.example.com, **.example.com, ip:10.0.0.0/8, spiffe://td/path/*")
-        profile_edit.add_argument("--must-staple", action="store_true")
-        profile_edit.add_argument("--short-lived", action="store_true")
-        profile_edit.add_argument("--requires-approval", action="store_true")
-        profile_edit.add_argument("--approval-ttl", type=duration, default=3 * 86400)
+        profile_edit.add_argument("--must-staple", action="store_true",
+                                  help="certificates carry the OCSP must-staple extension (RFC 7633)")
+        profile_edit.add_argument("--short-lived", action="store_true",
+                                  help="at most seven days, and no CRL or OCSP pointers in the certificates")
+        profile_edit.add_argument("--requires-approval", action="store_true",
+                                  help="each issuance waits for a second person's approval")
+        profile_edit.add_argument("--approval-ttl", type=duration, default=3 * 86400,
+                                  help="how long an approval request stays open (default: 3d)")
 
     issuers = commands.add_parser("issuers", help="the CA hierarchy").add_subparsers(dest="action", required=True)
-    issuers.add_parser("list")
-    issuer_show = issuers.add_parser("show")
-    issuer_show.add_argument("issuer")
-    root = issuers.add_parser("create-root")
-    root.add_argument("name")
-    root.add_argument("--path-length", type=int)
-    root.add_argument("--days", type=int, default=10 * 365)
-    middle = issuers.add_parser("create-intermediate")
-    middle.add_argument("name")
-    middle.add_argument("--parent", required=True)
-    middle.add_argument("--path-length", type=int, default=0)
-    middle.add_argument("--days", type=int, default=5 * 365)
+    issuers.add_parser("list", help="every issuer (root, intermediate, external)")
+    issuer_show = issuers.add_parser("show", help="one issuer, with its certificate")
+    issuer_show.add_argument("issuer", help="the issuer's name or id")
+    root = issuers.add_parser("create-root", help="a new self-signed root CA")
+    root.add_argument("name", help="the new issuer's name (also its common name)")
+    root.add_argument("--path-length", type=int,
+                      help="how many intermediates may stand below it (RFC 5280 §4.2.1.9; default: no limit)")
+    root.add_argument("--days", type=int, default=10 * 365, help="lifetime in days (default: %(default)s)")
+    middle = issuers.add_parser("create-intermediate", help="a new intermediate CA signed by another issuer")
+    middle.add_argument("name", help="the new issuer's name (also its common name)")
+    middle.add_argument("--parent", required=True, help="the issuer (name or id) that signs it")
+    middle.add_argument("--path-length", type=int, default=0,
+                        help="how many intermediates may stand below it (default: %(default)s)")
+    middle.add_argument("--days", type=int, default=5 * 365, help="lifetime in days (default: %(default)s)")
     for kind in ("permit", "exclude"):
         for what in ("dns", "ip", "email"):
-            middle.add_argument(f"--{kind}-{what}", action="append", default=[])
+            middle.add_argument(f"--{kind}-{what}", action="append", default=[],
+                                help=f"name constraint (RFC 5280 §4.2.1.10): {kind} this {what.upper()}"
+                                     f" subtree (repeatable)")
     external = issuers.add_parser("create-external", help="sub-CA mode: print a CSR for an external root")
-    external.add_argument("name")
+    external.add_argument("name", help="the new issuer's name")
     imported = issuers.add_parser("import", help="import the certificate the external root signed")
-    imported.add_argument("issuer")
-    imported.add_argument("--certificate", type=Path, required=True)
+    imported.add_argument("issuer", help="the pending issuer's name or id (from create-external)")
+    imported.add_argument("--certificate", type=Path, required=True,
+                          help="the certificate the external root signed, PEM")
     imported.add_argument("--chain", type=Path, required=True, help="the external intermediates and root, PEM")
-    retire = issuers.add_parser("retire")
-    retire.add_argument("issuer")
+    retire = issuers.add_parser("retire", help="stop issuing; keep publishing CRL and OCSP until its last"
+                                                 " certificate expires")
+    retire.add_argument("issuer", help="the issuer's name or id")
     issuer_revoke = issuers.add_parser("revoke", help="revoke an intermediate CA on its parent's CRL and OCSP")
-    issuer_revoke.add_argument("issuer")
-    issuer_revoke.add_argument("--reason", required=True, choices=ISSUER_REASONS)
+    issuer_revoke.add_argument("issuer", help="the issuer's name or id")
+    issuer_revoke.add_argument("--reason", required=True, choices=ISSUER_REASONS,
+                               help="the CRL reason (RFC 5280 §5.3.1)")
 
     approvals = commands.add_parser("approvals", help="four-eyes approval").add_subparsers(dest="action", required=True)
-    approvals_list = approvals.add_parser("list")
-    approvals_list.add_argument("--status", choices=["pending", "approved", "rejected", "expired"])
+    approvals_list = approvals.add_parser("list", help="approval requests")
+    approvals_list.add_argument("--status", choices=["pending", "approved", "rejected", "expired"],
+                                help="only requests in this state")
     for verb in ("approve", "reject"):
-        decide = approvals.add_parser(verb)
-        decide.add_argument("approval_id")
-        decide.add_argument("--note", default="")
+        decide = approvals.add_parser(verb, help=f"{verb} a pending request (not your own)")
+        decide.add_argument("approval_id", help="the request's id")
+        decide.add_argument("--note", default="", help="why (kept in the audit trail)")
 
     keys = commands.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
     key_create = keys.add_parser("create", help="create a key (the secret is shown once)")
-    key_create.add_argument("name")
+    key_create.add_argument("name", help="what the key is for, e.g. ci-deploy")
     key_create.add_argument("--role", action="append", default=[], help="role granted globally (repeatable)")
-    key_create.add_argument("--user")
+    key_create.add_argument("--user", help="the person the key acts for (default: none, a service key)")
     key_create.add_argument("--ttl", type=duration, help="expire after this long")
     key_create.add_argument("--own", action="store_true", help="create it for your own user (cli role)")
-    key_list = keys.add_parser("list")
-    key_list.add_argument("--own", action="store_true")
+    key_list = keys.add_parser("list", help="API keys (never their secrets)")
+    key_list.add_argument("--own", action="store_true", help="only your own user's keys")
     for verb in ("rotate", "revoke"):
-        key_verb = keys.add_parser(verb)
-        key_verb.add_argument("key_id")
-        key_verb.add_argument("--own", action="store_true")
+        key_verb = keys.add_parser(verb, help="a new secret, shown once" if verb == "rotate" else
+                                   "the key stops working at once")
+        key_verb.add_argument("key_id", help="the key's id")
+        key_verb.add_argument("--own", action="store_true", help="a key of your own user (cli role)")
 
     roles = commands.add_parser("roles", help="roles").add_subparsers(dest="action", required=True)
-    roles.add_parser("list")
+    roles.add_parser("list", help="built-in and custom roles, with their permissions")
     role_create = roles.add_parser("create", help="a custom role")
-    role_create.add_argument("name")
-    role_create.add_argument("--permission", action="append", required=True)
-    role_create.add_argument("--description", default="")
-    role_delete = roles.add_parser("delete")
-    role_delete.add_argument("name")
+    role_create.add_argument("name", help="the role's name")
+    role_create.add_argument("--permission", action="append", required=True,
+                             help="a permission it grants (repeatable; see `certfleet permissions`)")
+    role_create.add_argument("--description", default="", help="what the role is for")
+    role_delete = roles.add_parser("delete", help="delete a custom role no grant uses")
+    role_delete.add_argument("name", help="the role's name")
 
     grants = commands.add_parser("grants", help="role grants").add_subparsers(dest="action", required=True)
-    grants.add_parser("list")
-    grant_create = grants.add_parser("create")
+    grants.add_parser("list", help="who holds which role, where")
+    grant_create = grants.add_parser("create", help="give a principal a role, globally or on one profile or issuer")
     grant_create.add_argument("principal", help="api-key:ID, user:NAME or agent:ID")
-    grant_create.add_argument("role")
+    grant_create.add_argument("role", help="the role's name")
     grant_create.add_argument("--profile", help="only on this profile")
     grant_create.add_argument("--issuer", help="only on this issuer")
-    grant_create.add_argument("--ttl", type=duration)
-    grant_revoke = grants.add_parser("revoke")
-    grant_revoke.add_argument("grant_id")
+    grant_create.add_argument("--ttl", type=duration, help="expire after this long, e.g. 8h (default: never)")
+    grant_revoke = grants.add_parser("revoke", help="take a grant back")
+    grant_revoke.add_argument("grant_id", help="the grant's id")
 
     policies = commands.add_parser("policies", help="renewal policies").add_subparsers(dest="action", required=True)
-    policies.add_parser("list")
+    policies.add_parser("list", help="renewal policies")
     policy_create = policies.add_parser("create", help="renew at a fraction of the lifetime or a lead time")
-    policy_create.add_argument("name")
+    policy_create.add_argument("name", help="the policy's name")
     policy_kind = policy_create.add_mutually_exclusive_group()
     policy_kind.add_argument("--fraction", type=float, help="e.g. 0.66 (the default is two thirds)")
     policy_kind.add_argument("--lead", type=duration, help="renew this long before expiry, e.g. 10d")
-    policy_create.add_argument("--jitter", type=float, default=0.05)
+    policy_create.add_argument("--jitter", type=float, default=0.05,
+                               help="spread renewals by this fraction of the lifetime (default: %(default)s)")
     policy_create.add_argument("--reuse-key", action="store_true", help="keep the key on renewal (default: new key)")
 
     jobs = commands.add_parser("jobs", help="issuance and renewal jobs").add_subparsers(dest="action", required=True)
-    jobs_list = jobs.add_parser("list")
-    jobs_list.add_argument("--state")
-    jobs_list.add_argument("--certificate")
-    for verb in ("show", "retry", "cancel"):
-        jobs.add_parser(verb).add_argument("job_id")
+    jobs_list = jobs.add_parser("list", help="jobs, with attempts and the last error")
+    jobs_list.add_argument("--state", help="only jobs in this state, e.g. failed")
+    jobs_list.add_argument("--certificate", help="only this certificate's jobs")
+    for verb, verb_help in (("show", "one job, with its last error"), ("retry", "try a failed job again now"),
+                            ("cancel", "cancel a job in flight (its order is withdrawn)")):
+        jobs.add_parser(verb, help=verb_help).add_argument("job_id", help="the job's id")
 
     channels = commands.add_parser("channels", help="notification channels").add_subparsers(dest="action",
                                                                                             required=True)
-    channels.add_parser("list")
-    channel_create = channels.add_parser("create")
-    channel_create.add_argument("name")
+    channels.add_parser("list", help="notification channels (never their secrets)")
+    channel_create = channels.add_parser("create", help="a place notifications are sent")
+    channel_create.add_argument("name", help="the channel's name")
     channel_create.add_argument("--kind", required=True,
-                                choices=["webhook", "slack", "teams", "pagerduty", "opsgenie", "email"])
+                                choices=["webhook", "slack", "teams", "pagerduty", "opsgenie", "email"],
+                                help="where it delivers")
     channel_create.add_argument("--setting", type=_setting, action="append", default=[], metavar="KEY=VALUE",
                                 help="VALUE is parsed as JSON when it can be (port=587, starttls=false, to=[\"a@x\"])")
     channel_create.add_argument("--secret", type=_label, action="append", default=[],
                                 help="key=value; sealed at rest, never shown again")
-    channel_create.add_argument("--min-severity", choices=["info", "warning", "critical"], default="warning")
-    channels.add_parser("test", help="send a test event now").add_argument("channel")
-    channels.add_parser("delete").add_argument("channel")
+    channel_create.add_argument("--min-severity", choices=["info", "warning", "critical"], default="warning",
+                                help="send only events at least this severe (default: %(default)s)")
+    channels.add_parser("test", help="send a test event now").add_argument("channel", help="the channel's name or id")
+    channels.add_parser("delete", help="delete a channel").add_argument("channel", help="the channel's name or id")
     notifications = commands.add_parser("notifications", help="deliveries").add_subparsers(dest="action",
                                                                                            required=True)
-    notifications.add_parser("list").add_argument("--status", choices=["pending", "delivered", "dead"])
-    notifications.add_parser("requeue").add_argument("notification_id")
+    notifications.add_parser("list", help="deliveries and how they went").add_argument(
+        "--status", choices=["pending", "delivered", "dead"], help="only deliveries in this state")
+    notifications.add_parser("requeue", help="send a dead-lettered delivery again").add_argument(
+        "notification_id", help="the delivery's id")
 
     commands.add_parser("me", help="who am I, with which permissions")
     commands.add_parser("status", help="what needs attention: expiring, failing, offline")
@@ -377,13 +424,13 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--database-url", default=os.environ.get("CERTFLEET_DATABASE_URL"),
                         help="the coordinator's database, if not the SQLite file in the data dir"
                              " (env CERTFLEET_DATABASE_URL)")
-    audit_list = audit_cmd.add_parser("list")
-    audit_list.add_argument("--after", type=int, default=0)
-    audit_list.add_argument("--limit", type=int, default=100)
-    audit_list.add_argument("--actor")
-    audit_list.add_argument("--action", dest="audit_action")
-    audit_list.add_argument("--resource-type")
-    audit_list.add_argument("--resource-id")
+    audit_list = audit_cmd.add_parser("list", help="audit events, oldest first, a page at a time")
+    audit_list.add_argument("--after", type=int, default=0, help="the last id of the previous page")
+    audit_list.add_argument("--limit", type=int, default=100, help="at most this many (default: %(default)s)")
+    audit_list.add_argument("--actor", help="only events by this principal id")
+    audit_list.add_argument("--action", dest="audit_action", help="only this operation, e.g. certificates.revoke")
+    audit_list.add_argument("--resource-type", help="only events on this kind of resource, e.g. certificate")
+    audit_list.add_argument("--resource-id", help="only events on this resource")
     audit_cmd.add_parser("export", help="NDJSON on stdout")
     return parser
 
@@ -393,12 +440,7 @@ def _print(args: argparse.Namespace, value: Any, columns: list[str]) -> None:
     if args.json:
         print(json.dumps(builtins, indent=2))
         return
-    rows = builtins if isinstance(builtins, list) else [builtins]
-    table = [[("" if row.get(c) is None else str(row.get(c))) for c in columns] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in table)) if table else len(c) for i, c in enumerate(columns)]
-    print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
-    for row in table:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    print(render(builtins, columns, now=int(time.time())))
 
 
 def _bulk_request(path: str) -> wire.CertificateCreateBulk:
@@ -614,9 +656,12 @@ async def _run_api(api: ApiClient, args: argparse.Namespace) -> Any:
             "agents:       " + (", ".join(f"{n} {s}" for s, n in sorted(summary.agents.items())) or "none"),
             f"approvals:    {summary.pending_approvals} pending",
         ]
-        lines += [f"EXPIRING  {c.id}  {', '.join(c.names)}  not after {c.not_after}" for c in summary.expiring_soon]
-        lines += [f"FAILING   {c.id}  {', '.join(c.names)}  {c.last_error or ''}" for c in summary.failing]
-        lines += [f"OFFLINE   {a.id}  {a.name}  last seen {a.last_seen_at}" for a in summary.offline_agents]
+        lines += [f"EXPIRING  {c.id}  {format_value('names', c.names, now=now)}  not after"
+                  f" {format_value('not_after', c.not_after, now=now)}" for c in summary.expiring_soon]
+        lines += [f"FAILING   {c.id}  {format_value('names', c.names, now=now)}"
+                  f"  {format_value('last_error', c.last_error, now=now)}" for c in summary.failing]
+        lines += [f"OFFLINE   {a.id}  {printable(a.name)}  last seen"
+                  f" {format_value('last_seen_at', a.last_seen_at, now=now)}" for a in summary.offline_agents]
         return summary, None, "\n".join(lines)
     if command == "me":
         return await api.call("auth.me"), ["principal_type", "principal_id", "user", "permissions"], None
@@ -695,7 +740,8 @@ async def _api(args: argparse.Namespace) -> int:
     if not args.api_key:
         print("certfleet: set CERTFLEET_API_KEY or pass --api-key", file=sys.stderr)
         return 2
-    async with ApiClient(args.url, api_key=args.api_key, ca_bundle=args.ca_bundle) as api:
+    async with ApiClient(args.url, api_key=args.api_key, ca_bundle=args.ca_bundle,
+                         url_setting=URL_SETTING) as api:
         value, columns, message = await _run_api(api, args)
     if value is None:
         return 0
@@ -822,11 +868,11 @@ def main(argv: list[str] | None = None) -> int:
     except (InitializationError, StorageError) as exc:
         print(f"certfleet: cannot start: {exc}", file=sys.stderr)
         return 1
-    except ApiError as exc:
-        print(f"certfleet: {exc}", file=sys.stderr)
+    except (ApiError, ConnectionFailure) as exc:
+        print(f"certfleet: {printable(str(exc))}", file=sys.stderr)
         return 1
     except (OSError, httpx.HTTPError) as exc:
-        print(f"certfleet: {exc}", file=sys.stderr)
+        print(f"certfleet: {printable(str(exc) or type(exc).__name__)}", file=sys.stderr)
         return 1
 
 
