@@ -3,16 +3,20 @@ hypercorn for the HTTP channels, aiosmtpd (in its own thread) for email."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import email
 import email.policy
 import hashlib
 import hmac
+import io
 import ipaddress
 import json
+import logging
 import socket
 import ssl
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import httpx
@@ -392,13 +396,39 @@ class _Controller(Controller):
         super()._trigger_server()
 
 
-def _smtp_server(mailbox: Mailbox, tls_context: ssl.SSLContext | None) -> _Controller:
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def _smtp_server(mailbox: Mailbox, tls_context: ssl.SSLContext | None) -> Iterator[_Controller]:
+    """An aiosmtpd server in its own thread for the length of the ``with``.
+
+    Its logger keeps its records here instead of passing them to the root logger: the
+    server's thread logs while it stops (each cut connection), after the handlers the
+    test run installed may have lost their streams, and those "Logging error"
+    tracebacks buried real failures. The records stay on ``controller.log_records``."""
+    server_log = logging.getLogger("mail.log")
+    records = _Records()
+    server_log.addHandler(records)
+    server_log.propagate = False
     kwargs = {"tls_context": tls_context, "require_starttls": True} if tls_context else {}
     controller = _Controller(
         mailbox, hostname="127.0.0.1", port=0, authenticator=mailbox.authenticate, auth_require_tls=True, **kwargs
     )
+    controller.log_records = records.records
     controller.start()
-    return controller
+    try:
+        yield controller
+    finally:
+        controller.stop()
+        server_log.removeHandler(records)
+        server_log.propagate = True
 
 
 @pytest.fixture
@@ -408,16 +438,33 @@ def mailbox():
 
 @pytest.fixture
 def smtp_tls(mailbox, pki):
-    controller = _smtp_server(mailbox, pki.server_context)
-    yield controller
-    controller.stop()
+    with _smtp_server(mailbox, pki.server_context) as controller:
+        yield controller
 
 
 @pytest.fixture
 def smtp_plain(mailbox):
-    controller = _smtp_server(mailbox, None)
-    yield controller
-    controller.stop()
+    with _smtp_server(mailbox, None) as controller:
+        yield controller
+
+
+def test_the_smtp_server_does_not_log_into_the_test_runs_handlers(mailbox, capsys):
+    """A root handler whose stream is gone, as one a finished test left behind; a
+    connection cut by the server's stop makes the server log."""
+    stream = io.StringIO()
+    left_behind = logging.StreamHandler(stream)
+    stream.close()
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(left_behind)
+    root.setLevel(logging.INFO)  # as the coordinator's and the agent's CLIs set it
+    try:
+        with _smtp_server(mailbox, None) as controller, socket.create_connection(("127.0.0.1", controller.port)) as idle:
+            assert idle.recv(1024).startswith(b"220")
+    finally:
+        root.removeHandler(left_behind)
+        root.setLevel(level)
+    assert "Logging error" not in capsys.readouterr().err
 
 
 def _email_settings(port: int, **extra) -> dict:
