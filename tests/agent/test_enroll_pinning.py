@@ -122,8 +122,13 @@ async def test_a_man_in_the_middle_serving_the_real_ca_file_gets_no_token(coordi
     await nursery.start(interceptor.serve)
     paths = AgentPaths(tmp_path / "agent")
 
-    with pytest.raises(EnrollmentError, match="does not chain to the CA with the pinned fingerprint"):
+    with pytest.raises(EnrollmentError) as refused:
         await enroll(paths, coordinator=interceptor.url, token=token, ca_fingerprint=ca_fingerprint(coordinator))
+
+    message = str(refused.value)
+    assert message.startswith("refusing to send the token") and interceptor.url in message
+    assert "TLS certificate verification failed" in message
+    assert "does not chain to the CA with the pinned fingerprint" in message
 
     assert token.encode() not in interceptor.received and b"cfe_" not in interceptor.received
     assert not paths.root.exists()

@@ -115,12 +115,18 @@ async def enroll(paths: AgentPaths, *, coordinator: str, token: str, ca_fingerpr
     identity = ed25519.Ed25519PrivateKey.generate()
     client = CoordinatorClient(coordinator, ca_pem=ca_pem)
     try:
-        await client.check_handshake_anchor(fingerprint)
+        try:
+            await client.check_handshake_anchor(fingerprint)
+        except PinMismatch:
+            raise EnrollmentError(f"refusing to send the token to {display_url(coordinator)}: {PIN_HINT}") from None
+        except httpx.TransportError as exc:
+            if isinstance(exc, httpx.TimeoutException):
+                raise
+            raise EnrollmentError("refusing to send the token: "
+                                  + describe_failure(coordinator, exc, trust_hint=PIN_HINT)) from None
         response: wire.EnrollResponse = await client.call("agent.enroll", wire.EnrollRequest(
             token=token, name=name or socket.gethostname(),
             public_key=jws.public_key_raw(identity.public_key()), labels=labels or {}))
-    except PinMismatch:
-        raise EnrollmentError(f"refusing to send the token to {display_url(coordinator)}: {PIN_HINT}") from None
     except httpx.TimeoutException:
         raise EnrollmentError(f"no answer from {display_url(coordinator)}: check the address") from None
     except httpx.TransportError as exc:
