@@ -154,3 +154,9 @@ def test_json_output_is_left_as_the_api_sent_it(capsys):
     cli._print(argparse.Namespace(json=True), [_certificate()], cli.CERTIFICATE_COLUMNS)
 
     assert msgspec.json.decode(capsys.readouterr().out)[0]["not_after"] == NOW + 3 * DAY
+
+
+def test_the_distance_is_rounded_to_the_nearest_unit(printed):
+    out = printed([_certificate(not_after=NOW + 3 * DAY - 3600)], cli.CERTIFICATE_COLUMNS)
+
+    assert "(in 3 days)" in out

@@ -54,7 +54,7 @@ def _relative(seconds: int) -> str:
     distance = abs(seconds)
     unit, size = next(((unit, size) for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60))
                        if distance >= size), ("second", 1))
-    count = distance // size
+    count = (distance + size // 2) // size  # to the nearest unit: 2 days 23 hours is "3 days"
     amount = f"{count} {unit}{'' if count == 1 else 's'}"
     return f"in {amount}" if seconds >= 0 else f"{amount} ago"
 
