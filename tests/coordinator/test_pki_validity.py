@@ -37,6 +37,7 @@ async def test_the_lifetime_asked_for_is_the_whole_validity_period(coordinator, 
     assert _period(tmp_path / "long") == 398 * DAY
     assert longest.not_after - longest.not_before + 1 == longest.lifetime_seconds == 398 * DAY
     short = await issue_through_agent(api, agent, ["short.example.test"], tmp_path / "short", lifetime_seconds=3600)
+    assert short.status == "deployed"
     assert _period(tmp_path / "short") == 3600
 
 

@@ -1,15 +1,20 @@
 """Interop: DigiCert's pkilint (RFC 5280 / RFC 6960 linters) finds no errors in
 what certfleet's local CA produces: the root, intermediates (the default issuing
-CA and one with name constraints), a TLS server leaf, a CRL and an OCSP response,
-and the issuer/subject pairs of the chain.
+CA and one with name constraints), every kind of leaf (TLS server, SPIFFE-only with
+an empty subject, must-staple, short-lived), the delegated OCSP responder, a CRL and
+an OCSP response, and the issuer/subject pairs of the chain.
 
-The CA/Browser Forum linter (lint_cabf_serverauth_cert) is not used: its findings
-on these objects are requirements for publicly-trusted CAs (reserved policy OIDs,
-no internal names such as .test or 127.0.0.1, country in CA subjects, EKU in CAs)."""
+The CA/Browser Forum linter (lint_cabf_serverauth_cert) runs on the default leaf for
+one family of findings only, the revocation links (CRL distribution point and
+authority information access: present, ``http``). Its other findings are
+requirements for publicly-trusted CAs (reserved policy OIDs, no internal names such
+as .test or 127.0.0.1, country in CA subjects, EKU in CAs)."""
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -24,6 +29,10 @@ from cryptography.x509 import ocsp
 from certfleet.shared import wire
 from tests.pki_support import issue_through_agent
 from tests.support import admin_client, enroll_agent
+
+# RFC 3986 §3 with the SPIFFE ID format's limits: a lowercase trust domain, no port,
+# user info, query or fragment, and non-empty path segments.
+SPIFFE_ID = re.compile(r"spiffe://[a-z0-9._-]+(/[A-Za-z0-9._-]+)+")
 
 # pkilint's console scripts live next to the interpreter running the tests.
 BIN = Path(sys.executable).parent
@@ -93,6 +102,24 @@ async def test_pkilint_finds_no_errors_in_the_local_ca_objects(coordinator, tmp_
     constrained.write_text((await api.call("issuers.get", issuer_id=created.id)).certificate_pem)
     x509.load_pem_x509_certificate(constrained.read_bytes()).extensions.get_extension_for_class(x509.NameConstraints)
 
+    # The other kinds of leaf: SPIFFE-only (no subject), must-staple, short-lived.
+    spiffe_info = await issue_through_agent(api, agent, ["spiffe://example.test/ns/prod/sa/web"], tmp_path / "spiffe")
+    assert spiffe_info.status == "deployed"
+    spiffe = files / "spiffe.pem"
+    spiffe.write_bytes((tmp_path / "spiffe" / "cert.pem").read_bytes())
+    spiffe_cert = x509.load_pem_x509_certificate(spiffe.read_bytes())
+    assert len(spiffe_cert.subject) == 0
+    assert spiffe_cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).critical
+    await api.call("profiles.create", wire.ProfileCreate(name="stapled", policy=wire.ProfilePolicy(must_staple=True)))
+    await api.call("profiles.create", wire.ProfileCreate(name="brief", policy=wire.ProfilePolicy(
+        short_lived=True, max_lifetime_seconds=7 * 86400)))
+    stapled, brief = files / "stapled.pem", files / "brief.pem"
+    for profile, path in (("stapled", stapled), ("brief", brief)):
+        issued = await issue_through_agent(api, agent, [f"{profile}.example.test"], tmp_path / profile,
+                                           profile=profile)
+        assert issued.status == "deployed"
+        path.write_bytes((tmp_path / profile / "cert.pem").read_bytes())
+
     # A CRL listing the revoked leaf.
     await api.call("certificates.revoke", wire.RevokeRequest(reason="key-compromise"), certificate_id=info.id)
     coordinator.coordinator._clock = lambda: time.time() + 10
@@ -111,20 +138,72 @@ async def test_pkilint_finds_no_errors_in_the_local_ca_objects(coordinator, tmp_
     response = files / "ocsp.der"
     response.write_bytes(ocsp_response.content)
     assert ocsp.load_der_ocsp_response(response.read_bytes()).certificate_status == ocsp.OCSPCertStatus.REVOKED
+    responder = files / "responder.pem"
+    responder.write_bytes(ocsp.load_der_ocsp_response(response.read_bytes()).certificates[0].public_bytes(
+        serialization.Encoding.PEM))
 
     results = {
         "root certificate": await _pkilint("lint_pkix_cert", document=root),
         "issuing intermediate": await _pkilint("lint_pkix_cert", document=issuing),
         "name-constrained intermediate": await _pkilint("lint_pkix_cert", document=constrained),
         "TLS server leaf": await _pkilint("lint_pkix_cert", document=leaf),
+        "SPIFFE-only leaf": await _pkilint("lint_pkix_cert", document=spiffe),
+        "must-staple leaf": await _pkilint("lint_pkix_cert", document=stapled),
+        "short-lived leaf": await _pkilint("lint_pkix_cert", document=brief),
+        "OCSP responder": await _pkilint("lint_pkix_cert", document=responder),
         "CRL": await _pkilint("lint_crl", "-t", "CRL", "-p", "PKIX", document=crl),
         "OCSP response": await _pkilint("lint_ocsp_response", document=response),
         "root -> issuing chain": await _pkilint("lint_pkix_signer_signee_cert_chain", document=root, subject=issuing),
         "root -> constrained chain": await _pkilint("lint_pkix_signer_signee_cert_chain", document=root,
                                                     subject=constrained),
         "issuing -> leaf chain": await _pkilint("lint_pkix_signer_signee_cert_chain", document=issuing, subject=leaf),
+        "issuing -> SPIFFE-only chain": await _pkilint("lint_pkix_signer_signee_cert_chain", document=issuing,
+                                                       subject=spiffe),
     }
     report = "\n\n".join(f"== {name}\n{_show(findings)}" for name, findings in results.items())
     print(report)
-    assert not any(_errors(findings) for findings in results.values()), report
+    assert not any(_errors(findings) for findings in results.values() if findings is not results["SPIFFE-only leaf"]), \
+        report
+    # pkilint checks URIs with the ``validators`` package, which knows a fixed list
+    # of schemes (http, https, ftp, ...) and so rejects every spiffe:// URI; the
+    # SPIFFE ID is checked against RFC 3986 and the SPIFFE ID format here instead.
+    spiffe_errors = _errors(results["SPIFFE-only leaf"])
+    assert [f["code"] for f in spiffe_errors] in ([], ["pkix.invalid_uri_syntax"]), report
+    assert all("spiffe://example.test/ns/prod/sa/web" in f["message"] for f in spiffe_errors), report
+    (uri,) = spiffe_cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+        x509.UniformResourceIdentifier)
+    assert SPIFFE_ID.fullmatch(uri), uri
 
+
+
+REVOCATION_LINK_WORDS = ("crl", "ocsp", "authority_information_access", "aia", "distribution", "uri", "http")
+
+
+async def test_the_cabf_linter_finds_the_default_leafs_revocation_links_in_order(nursery, tmp_path):
+    """A coordinator as deployed, with a public name for its PKI listener (the linter
+    rightly calls 127.0.0.1 an internal name) and nothing else configured."""
+    from certfleet.coordinator.server import run_coordinator
+    from certfleet.coordinator.settings import Settings
+    from tests.support import BOOTSTRAP_TOKEN
+
+    settings = Settings(data_dir=tmp_path / "coordinator", listen="127.0.0.1:0", bootstrap_token=BOOTSTRAP_TOKEN,
+                        pki_public_url="http://pki.example.com", maintenance_interval=None)
+    coordinator = await nursery.start(functools.partial(run_coordinator, settings, announce_token=False))
+    api, _ = await admin_client(coordinator)
+    agent = await enroll_agent(api, coordinator, tmp_path / "agent")
+    info = await issue_through_agent(api, agent, ["www.example.test"], tmp_path / "target")
+    assert info.status == "deployed"
+    leaf = tmp_path / "leaf.pem"
+    leaf.write_bytes((tmp_path / "target" / "cert.pem").read_bytes())
+    findings = await _pkilint("lint_cabf_serverauth_cert", "-t", "DV-FINAL-CERTIFICATE", document=leaf)
+    about_links = [f for f in _errors(findings)
+                   if any(word in f"{f['code']} {f['validator']} {f['node_path']}".lower()
+                          for word in REVOCATION_LINK_WORDS)]
+    print(_show(findings))
+    assert not about_links, _show(about_links)
+    # The links themselves: plain http, as BR §7.1.2.7.7 and §7.1.2.11.2 ask.
+    certificate = x509.load_pem_x509_certificate(leaf.read_bytes())
+    points = certificate.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    access = certificate.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+    urls = [name.value for point in points for name in point.full_name] + [d.access_location.value for d in access]
+    assert len(urls) == 3 and all(url.startswith("http://") for url in urls), urls
