@@ -31,13 +31,54 @@ __all__ = ["Running", "TLS13Config", "run_coordinator"]
 log = logging.getLogger("certfleet.server")
 
 
+class _AlertFlushingSSLObject(ssl.SSLObject):
+    """A server-side TLS object whose failed handshake lets its fatal alert out.
+
+    When OpenSSL refuses a handshake (a TLS 1.2-only client gets ``protocol_version``,
+    RFC 8446 §6.2) it writes the alert into the outgoing memory BIO and then raises.
+    trio's ``SSLStream`` marks the stream broken on that raise without sending what
+    the BIO holds, so the client saw the connection close with no reason given. Here
+    the failure is first reported as "want read": trio sends the pending alert, calls
+    again, and then gets the error."""
+
+    _outgoing: ssl.MemoryBIO | None = None
+    _failure: ssl.SSLError | None = None
+
+    def do_handshake(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+        try:
+            super().do_handshake()
+        except ssl.SSLWantReadError:
+            raise
+        except ssl.SSLError as exc:
+            if self._outgoing is None or not self._outgoing.pending:
+                raise
+            self._failure = exc
+            raise ssl.SSLWantReadError("a fatal alert to send before failing") from exc
+
+
+class _AlertFlushingContext(ssl.SSLContext):
+    """Hands :class:`_AlertFlushingSSLObject` its outgoing BIO (``wrap_bio`` is how
+    trio makes each connection's TLS object)."""
+
+    sslobject_class = _AlertFlushingSSLObject
+
+    def wrap_bio(self, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO, *args: object,
+                 **kwargs: object) -> ssl.SSLObject:
+        wrapped = super().wrap_bio(incoming, outgoing, *args, **kwargs)  # type: ignore[arg-type]
+        if isinstance(wrapped, _AlertFlushingSSLObject):
+            wrapped._outgoing = outgoing
+        return wrapped
+
+
 class TLS13Config(Config):
     """Hypercorn pins TLS 1.2 as its minimum; certfleet accepts TLS 1.3 only."""
 
     def create_ssl_context(self) -> ssl.SSLContext | None:
         if not self.ssl_enabled:
             return None
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context = _AlertFlushingContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_3
         context.options |= ssl.OP_NO_COMPRESSION
         context.set_alpn_protocols(self.alpn_protocols)
