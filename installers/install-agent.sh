@@ -179,7 +179,7 @@ check_coordinator() {
   COORDINATOR=${COORDINATOR%/}
   case "$COORDINATOR" in
     https://?*) ;;
-    *) die "the coordinator address must start with https://" ;;
+    *) die "the coordinator address must start with https:// (over plain http the enrollment token would cross the network in clear)" ;;
   esac
   # Only what a URL of host, port and path needs: the value goes into agent.toml.
   case "$COORDINATOR" in
