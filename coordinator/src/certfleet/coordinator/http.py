@@ -66,7 +66,7 @@ def _problem(error: errors.CertfleetError) -> Response:
         response.headers["Retry-After"] = str(error.extra.get("retry_after", 60))
     if status == 405 and getattr(error, "allow", None):
         response.headers["Allow"] = ", ".join(error.allow)  # type: ignore[attr-defined]
-    if status == 413:
+    if status in (408, 413):
         # The rest of the body is never read, so this connection cannot carry another
         # request; say so, or a client would reuse it and fail.
         response.headers["Connection"] = "close"
@@ -76,16 +76,18 @@ def _problem(error: errors.CertfleetError) -> Response:
 def _http_problem(exc: HTTPException) -> errors.CertfleetError:
     """Errors raised by routing and body handling, before any operation runs."""
     allowed = sorted(getattr(exc, "valid_methods", None) or [])
+    body_timeout = current_app.config["BODY_TIMEOUT"] if has_app_context() else BODY_TIMEOUT
     details = {
         400: "the request could not be read",
         404: f"no operation at {request.path}" if request else "no such path",
         405: f"{request.method if request else 'this method'} is not allowed here; use {', '.join(allowed)}",
+        408: f"the request body did not arrive within {body_timeout:g} seconds; send it again",
         413: f"request bodies are limited to {MAX_BODY_BYTES} bytes",
         415: "unsupported media type",
     }
     mapping: dict[int, type[errors.CertfleetError]] = {
         400: errors.BadRequest, 404: errors.NotFound, 405: errors.MethodNotAllowed,
-        413: errors.PayloadTooLarge, 415: errors.UnsupportedMediaType,
+        408: errors.RequestTimeout, 413: errors.PayloadTooLarge, 415: errors.UnsupportedMediaType,
     }
     error_class = mapping.get(exc.code or 500, errors.CertfleetError)
     error = error_class(details.get(exc.code or 0, ""))
@@ -268,7 +270,7 @@ def create_app(coordinator: Coordinator, *, cors_origins: tuple[str, ...] = (),
     one-liner's files under ``/install/`` (HTTPS only)."""
     app = QuartTrio(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
-    app.config["BODY_TIMEOUT"] = 30
+    app.config["BODY_TIMEOUT"] = BODY_TIMEOUT
     app.config["RESPONSE_TIMEOUT"] = MAX_POLL_WAIT + 30
     document = openapi_document(VERSION)
     limiter = AuthFailureLimiter()
