@@ -12,6 +12,7 @@ import json
 import time
 from typing import Any
 
+import msgspec
 import trio
 from cryptography.hazmat.primitives import serialization
 
@@ -24,6 +25,7 @@ from ..core import Call, CoordinatorBase
 from ..lifecycle.jobs import TERMINAL, JobEvent, JobState
 from ..storage import Agents, Certificates, Issuers, Tx, WorkOrders
 from .certificates import certificate_info
+from .discovery import printable
 
 __all__ = ["MAX_POLL_WAIT", "AgentOperations"]
 
@@ -32,6 +34,25 @@ MAX_POLL_WAIT = 30
 # long polls waiting here within this many seconds: one query per coordinator per
 # interval finds them, whatever the number of waiting polls.
 POLL_RECHECK = 5.0
+
+
+def _escaped_result(result: wire.OrderResult) -> wire.OrderResult:
+    """``result`` with the text the agent wrote spelt printable (:func:`printable`). A
+    reload command's output may hold anything, NUL and terminal escapes included: it
+    reaches operators' terminals and notifications, PostgreSQL cannot store NUL, and a
+    result refused for its text would leave the order open and the agent retrying it
+    for ever. Kept to the wire's length limit."""
+    limit = 8192
+    fingerprint = result.fingerprint_sha256
+    return msgspec.structs.replace(result, detail=printable(result.detail)[:limit],
+                                   fingerprint_sha256=None if fingerprint is None else printable(fingerprint)[:64])
+
+
+def _escaped_report(report: wire.AgentReport) -> wire.AgentReport:
+    """``report`` with the text the agent wrote spelt printable, as results are."""
+    return msgspec.structs.replace(
+        report, reason=printable(report.reason)[:64], detail=printable(report.detail)[:2048],
+        order_id=None if report.order_id is None else printable(report.order_id)[:128])
 
 
 def _spki_sha256(public_key: Any) -> str:
@@ -158,7 +179,7 @@ class AgentOperations(CoordinatorBase):
 
     async def agent_result(self, call: Call) -> wire.ResultAck:
         agent_id, order_id = call.principal.id, call.params["order_id"]
-        body: wire.OrderResult = call.body
+        body = _escaped_result(call.body)
         now = self.now()
 
         rolled_back = body.status == "failed" and body.deployment is not None and body.deployment.rolled_back
@@ -219,7 +240,7 @@ class AgentOperations(CoordinatorBase):
 
     async def agent_report(self, call: Call) -> wire.ResultAck:
         agent_id = call.principal.id
-        body: wire.AgentReport = call.body
+        body = _escaped_report(call.body)
         now = self.now()
 
         def record(tx: Tx) -> None:
