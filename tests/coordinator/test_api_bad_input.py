@@ -634,3 +634,244 @@ async def test_bootstrap_token_works_once_and_only_when_right(coordinator):
         assert me.status_code == 200
     keys = await coordinator.coordinator.database.transact(lambda tx: tx.all("SELECT id FROM api_keys"))
     assert [k["id"] for k in keys] == [first.json()["key_id"]]
+
+
+# --- integers, text and settings: bounded and plain everywhere ---------------------------
+
+BEYOND_INT64 = 2**63
+CONTROL_TEXTS = {"NUL": "ops\x00key", "terminal escape": "ops\x1b[2J\x1b[31mkey", "newline": "ops\nkey",
+                 "C1 control": "ops\x9bkey"}
+
+
+async def _post(running, scene: Scene, path: str, body: dict):
+    async with raw_client(running) as http:
+        return await http.post(path, json=body, headers=scene.bearer)
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    pytest.param("/api/v1/auth/keys", {"name": "huge", "expires_at": BEYOND_INT64}, id="key expires_at"),
+    pytest.param("/api/v1/auth/grants", {"principal_type": "user", "principal_id": "bob", "role": "viewer",
+                                         "expires_at": BEYOND_INT64}, id="grant expires_at"),
+    pytest.param("/api/v1/renewal-policies", {"name": "late", "fraction": None, "lead_seconds": BEYOND_INT64},
+                 id="lead_seconds"),
+    pytest.param("/api/v1/renewal-policies", {"name": "late", "fraction": None, "lead_seconds": 10**30},
+                 id="lead_seconds beyond 128 bits"),
+])
+async def test_integer_beyond_64_bits_is_refused_and_the_audit_export_completes(coordinator, scene, path, body):
+    before = await snapshot(coordinator)
+    problem = assert_problem(await _post(coordinator, scene, path, body), 400, "invalid-body")
+    assert "<=" in problem["detail"], problem
+    await assert_stored_nothing(coordinator, before, audited=1)
+    async with raw_client(coordinator) as http:
+        export = await http.get("/api/v1/audit/export", headers=scene.bearer)
+    assert export.status_code == 200, export.text
+    lines = export.text.splitlines()
+    assert lines and all(json.loads(line)["id"] for line in lines)
+
+
+async def test_profile_update_with_a_version_beyond_64_bits_is_refused(coordinator, scene):
+    before = await snapshot(coordinator)
+    async with raw_client(coordinator) as http:
+        profile = (await http.get("/api/v1/profiles", headers=scene.bearer)).json()[0]
+        response = await http.put(f"/api/v1/profiles/{profile['id']}", headers=scene.bearer,
+                                  json={"policy": profile["policy"], "expected_version": BEYOND_INT64})
+    assert_problem(response, 400, "invalid-body")
+    await assert_stored_nothing(coordinator, before, audited=1)
+
+
+@pytest.mark.parametrize(("path", "params"), [
+    pytest.param("/api/v1/audit", {"after": str(BEYOND_INT64)}, id="audit after"),
+    pytest.param("/api/v1/audit", {"since_ms": str(BEYOND_INT64)}, id="audit since_ms"),
+    pytest.param("/api/v1/audit", {"after": "-1"}, id="negative"),
+    pytest.param("/api/v1/audit/export", {"until_ms": str(10**40)}, id="export until_ms"),
+    pytest.param("/api/v1/discovered-certificates", {"expires_before": str(BEYOND_INT64)}, id="discovery"),
+    pytest.param("/api/v1/discovered-certificates", {"after": str(BEYOND_INT64)}, id="discovery after"),
+    pytest.param("/api/v1/jobs", {"state": "pending\x00"}, id="NUL in a text parameter"),
+    pytest.param("/api/v1/audit", {"actor_id": "a\x1b[2J"}, id="escape in a text parameter"),
+    pytest.param("/api/v1/audit", {"action": "a" * 1025}, id="long text parameter"),
+])
+async def test_query_parameter_out_of_range_is_a_bad_request(coordinator, scene, path, params):
+    async with raw_client(coordinator) as http:
+        response = await http.get(path, params=params, headers=scene.bearer)
+    problem = assert_problem(response, 400)
+    assert next(iter(params)) in problem["detail"], problem
+
+
+@pytest.mark.parametrize("text", list(CONTROL_TEXTS))
+@pytest.mark.parametrize(("path", "body"), [
+    pytest.param("/api/v1/auth/keys", lambda text: {"name": text}, id="key name"),
+    pytest.param("/api/v1/auth/roles", lambda text: {"name": "reader", "permissions": ["cert.read"],
+                                                     "description": text}, id="role description"),
+    pytest.param("/api/v1/issuers/roots", lambda text: {"name": "other-root", "common_name": text},
+                 id="CA common name"),
+    pytest.param("/api/v1/certificates/revoke", lambda text: {"tag": text}, id="revoke tag"),
+    pytest.param("/api/v1/agents/enrollment-tokens", lambda text: {"labels": {"site": text}},
+                 id="enrollment token label"),
+])
+async def test_control_characters_in_names_are_refused(coordinator, scene, path, body, text):
+    before = await snapshot(coordinator)
+    problem = assert_problem(await _post(coordinator, scene, path, body(CONTROL_TEXTS[text])), 400, "invalid-body")
+    assert "\x00" not in problem["detail"] and "\x1b" not in problem["detail"]
+    await assert_stored_nothing(coordinator, before, audited=1)
+
+
+@pytest.mark.parametrize("text", list(CONTROL_TEXTS))
+async def test_control_characters_in_certificate_tags_are_refused(coordinator, scene, text):
+    before = await snapshot(coordinator)
+    body = scene.valid_create(tags=[CONTROL_TEXTS[text]])
+    assert_problem(await _post(coordinator, scene, "/api/v1/certificates", body), 400, "invalid-body")
+    await assert_stored_nothing(coordinator, before, audited=1)
+
+
+@pytest.mark.parametrize("labels", [
+    pytest.param({f"label-{i}": "x" for i in range(10_000)}, id="ten thousand labels"),
+    pytest.param({"site": "x" * (1024 * 1000)}, id="a one-megabyte value"),
+    pytest.param({"Not A Key": "x"}, id="a key agents cannot carry"),
+])
+async def test_enrollment_token_labels_are_bounded_like_an_agents_own(coordinator, scene, labels):
+    before = await snapshot(coordinator)
+    response = await _post(coordinator, scene, "/api/v1/agents/enrollment-tokens", {"labels": labels})
+    assert_problem(response, 400, "invalid-body")
+    await assert_stored_nothing(coordinator, before, audited=1)
+
+
+async def test_grant_expiring_in_the_past_is_refused_like_a_key(coordinator, scene):
+    before = await snapshot(coordinator)
+    past = int(time.time()) - 60
+    grant = await _post(coordinator, scene, "/api/v1/auth/grants", {
+        "principal_type": "user", "principal_id": "bob", "role": "viewer", "expires_at": past})
+    key = await _post(coordinator, scene, "/api/v1/auth/keys", {"name": "late", "expires_at": past})
+    assert assert_problem(grant, 422, "invalid-expiry")["detail"] == assert_problem(key, 422, "invalid-expiry")["detail"]
+    await assert_stored_nothing(coordinator, before, audited=2)
+
+
+@pytest.mark.parametrize(("kind", "settings", "secrets", "unknown"), [
+    pytest.param("webhook", {"url": "https://hooks.example.test/in", "password": "hunter2-hunter2"},
+                 {"secret": "s" * 24}, "password", id="webhook password in settings"),
+    pytest.param("slack", {"webhook_url": "https://hooks.slack.test/services/T/B/x"},
+                 {"webhook_url": "https://hooks.slack.test/services/T/B/x"}, "webhook_url", id="slack url in settings"),
+    pytest.param("email", {"host": "smtp.example.test", "from": "a@example.test", "to": "b@example.test",
+                           "pasword": "hunter2-hunter2"}, {}, "pasword", id="email misspelt password"),
+    pytest.param("pagerduty", {}, {"routing_key": "r" * 32, "routingkey": "r" * 32}, "routingkey",
+                 id="pagerduty unknown secret"),
+])
+async def test_channel_settings_with_unknown_keys_are_refused(coordinator, scene, kind, settings, secrets, unknown):
+    channels_before = await coordinator.coordinator.database.transact(
+        lambda tx: tx.all("SELECT * FROM notification_channels"))
+    response = await _post(coordinator, scene, "/api/v1/notification-channels", {
+        "name": "ops", "kind": kind, "settings": settings, "secrets": secrets})
+    problem = assert_problem(response, 422, "invalid-channel")
+    assert unknown in problem["detail"] and "hunter2" not in problem["detail"]
+    channels_after = await coordinator.coordinator.database.transact(
+        lambda tx: tx.all("SELECT * FROM notification_channels"))
+    assert channels_after == channels_before
+
+
+async def test_channel_setting_values_are_bounded(coordinator, scene):
+    for settings in ({"url": "https://hooks.example.test/" + "x" * 5000},
+                     {"url": "https://hooks.example.test/in", "port": BEYOND_INT64}):
+        response = await _post(coordinator, scene, "/api/v1/notification-channels", {
+            "name": "ops", "kind": "webhook", "settings": settings, "secrets": {"secret": "s" * 24}})
+        assert_problem(response, 400, "invalid-body")
+
+
+# --- a request body that stalls --------------------------------------------------------------
+
+
+async def test_stalled_request_body_is_a_request_timeout(coordinator, scene, nursery):
+    """Hypercorn serves the same app with a short body timeout; the client sends the
+    headers and half the body, then nothing: the answer is 408, not a 500."""
+    from hypercorn.config import Config
+    from hypercorn.trio import serve
+
+    from certfleet.coordinator.http import create_app
+
+    app = create_app(coordinator.coordinator)
+    app.config["BODY_TIMEOUT"] = 0.2
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = None
+    binds = await nursery.start(serve, app, config)
+    host, port = binds[0].removeprefix("http://").rsplit(":", 1)
+    before = await snapshot(coordinator)
+    body = json.dumps(scene.valid_create()).encode()
+    stream = await trio.open_tcp_stream(host, int(port))
+    connection = h11.Connection(h11.CLIENT)
+    data = connection.send(h11.Request(method="POST", target="/api/v1/certificates", headers=[
+        ("Host", f"{host}:{port}"), ("Authorization", f"Bearer {scene.api_key}"),
+        ("Content-Type", "application/json"), ("Content-Length", str(len(body)))]))
+    data += connection.send(h11.Data(data=body[:10]))
+    status, headers, answer = 0, {}, b""
+    async with stream:
+        await stream.send_all(data)
+        with trio.fail_after(30):
+            while True:
+                event = connection.next_event()
+                if event is h11.NEED_DATA:
+                    connection.receive_data(await stream.receive_some(65536))
+                elif isinstance(event, h11.Response):
+                    status, headers = event.status_code, {k.decode().lower(): v.decode() for k, v in event.headers}
+                elif isinstance(event, h11.Data):
+                    answer += bytes(event.data)
+                elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                    break
+    problem = assert_problem(RawAnswer(status, headers, answer), 408, "request-timeout")
+    assert "seconds" in problem["detail"]
+    assert headers.get("connection", "").lower() == "close"
+    await assert_stored_nothing(coordinator, before, audited=1)
+
+
+# --- what agents write is stored escaped, and a result is always delivered --------------------
+
+HOSTILE_DETAIL = "reload failed: nginx: \x00\x1b[2J\x1b]0;pwned\x07 bad \x9b31m config\r\nline two"
+
+
+def _plain(text: str | None) -> bool:
+    return text is not None and not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in text)
+
+
+@pytest.mark.parametrize("status", ["failed", "succeeded"])
+async def test_agent_result_with_nul_and_terminal_escapes_is_delivered(coordinator, scene, status):
+    assert (await post_csr(coordinator, scene, csr_pem(NAMES))).status_code == 200
+    result_path = f"/api/v1/agent/orders/{scene.order_id}/result"
+    body = {"status": status, "detail": HOSTILE_DETAIL, "fingerprint_sha256": "\x00" * 64,
+            "deployment": {"kind": "file", "failed_step": "reload" if status == "failed" else None}}
+    async with raw_client(coordinator) as http:
+        response = await http.post(result_path, json=body, headers=agent_headers(scene.agent, "POST", result_path))
+        assert response.status_code == 200, response.text
+        assert response.json() == {"accepted": True}
+        certificate = (await http.get(f"/api/v1/certificates/{scene.certificate_id}", headers=scene.bearer)).json()
+        jobs = (await http.get("/api/v1/jobs", params={"certificate_id": scene.certificate_id},
+                               headers=scene.bearer)).json()
+        targets = (await http.get("/api/v1/targets", headers=scene.bearer)).json()
+    assert certificate["status"] == ("failed" if status == "failed" else "deployed")
+    if status == "failed":
+        assert _plain(certificate["last_error"]) and "\\x1b[2J" in certificate["last_error"]
+        assert all(_plain(job["last_error"]) for job in jobs), jobs
+    assert all(_plain(target["last_detail"]) for target in targets if target["last_detail"]), targets
+    order = await coordinator.coordinator.database.transact(lambda tx: tx.one(
+        "SELECT result_detail FROM work_orders WHERE id = ?", (scene.order_id,)))
+    assert _plain(order["result_detail"]) and "\\x00" in order["result_detail"]
+
+
+async def test_agent_report_with_nul_and_terminal_escapes_is_recorded(coordinator, scene):
+    path = "/api/v1/agent/reports"
+    body = {"event": "work-order-refused", "reason": "bad\x00\x1b[0m", "order_id": scene.order_id,
+            "detail": HOSTILE_DETAIL}
+    async with raw_client(coordinator) as http:
+        response = await http.post(path, json=body, headers=agent_headers(scene.agent, "POST", path))
+        assert response.status_code == 200, response.text
+        certificate = (await http.get(f"/api/v1/certificates/{scene.certificate_id}", headers=scene.bearer)).json()
+    assert certificate["status"] == "failed" and _plain(certificate["last_error"]), certificate
+    events = await coordinator.coordinator.database.transact(lambda tx: tx.all("SELECT * FROM agent_events"))
+    assert events and all(_plain(e["detail"]) and _plain(e["reason"]) for e in events), events
+
+
+async def test_agent_report_naming_an_order_with_control_characters_is_recorded(coordinator, scene):
+    path = "/api/v1/agent/reports"
+    body = {"event": "work-order-refused", "reason": "bad-signature", "order_id": "wo_\x00\x1b[2J", "detail": ""}
+    async with raw_client(coordinator) as http:
+        response = await http.post(path, json=body, headers=agent_headers(scene.agent, "POST", path))
+    assert response.status_code == 200, response.text
+    events = await coordinator.coordinator.database.transact(lambda tx: tx.all("SELECT * FROM agent_events"))
+    assert [_plain(e["order_id"]) for e in events] == [True]
