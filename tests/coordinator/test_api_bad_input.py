@@ -875,3 +875,19 @@ async def test_agent_report_naming_an_order_with_control_characters_is_recorded(
     assert response.status_code == 200, response.text
     events = await coordinator.coordinator.database.transact(lambda tx: tx.all("SELECT * FROM agent_events"))
     assert [_plain(e["order_id"]) for e in events] == [True]
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("GET", "/api/v1/jobs/a%00b"), ("GET", "/api/v1/certificates/a%1B%5B2J"), ("GET", "/api/v1/agents/a%00b"),
+    ("GET", "/api/v1/profiles/a%00b"), ("GET", "/api/v1/issuers/a%00b"), ("GET", "/api/v1/targets/a%00b"),
+    ("GET", "/.well-known/pki/crl/a%00b"), ("GET", "/.well-known/pki/ca/a%00b"),
+    ("POST", "/api/v1/jobs/a%00b/retry"), ("DELETE", "/api/v1/auth/keys/a%00b"),
+])
+async def test_path_naming_a_resource_with_control_characters_is_not_found(coordinator, scene, method, path):
+    before = await snapshot(coordinator)
+    async with raw_client(coordinator) as http:
+        response = await http.request(method, path, headers=scene.bearer)
+    problem = assert_problem(response, 404, "not-found")
+    assert _plain(problem["detail"]), problem
+    events = await assert_stored_nothing(coordinator, before, audited=0 if method == "GET" else 1)
+    assert all(_plain(event["resource_id"]) for event in events), events

@@ -134,6 +134,18 @@ MAX_QUERY_TEXT = 1024
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
+def _escaped(text: str) -> str:
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+
+
+def _check_path(params: dict[str, str]) -> None:
+    """No id or name holds a control character, so a path naming one names nothing
+    (and PostgreSQL, which cannot compare with NUL, is never asked)."""
+    for name, value in params.items():
+        if _CONTROL.search(value):
+            raise errors.NotFound(f"{name} '{_escaped(value)}' does not exist")
+
+
 def _decode_query(op: Operation) -> dict[str, Any]:
     """Query parameters as the operation declares them: integers from 0 to 2^63 - 1
     (both databases' 64-bit integers), text up to 1024 characters without control
@@ -192,6 +204,7 @@ def _view(op: Operation, handler: Handler, coordinator: Coordinator, limiter: Au
             call = dataclasses.replace(call, principal=principal)
             if op.auth is not Auth.PUBLIC:
                 _gate(op, principal)
+            _check_path(params)
             body, digest = await _read_body(op)
             call = dataclasses.replace(call, body=body, query=_decode_query(op),
                                        meta=dataclasses.replace(meta, body_sha256=digest),
@@ -224,7 +237,7 @@ def _view(op: Operation, handler: Handler, coordinator: Coordinator, limiter: Au
         """Audit refusals: every failed authentication, every denial, every failed change."""
         outcome = _OUTCOMES.get(error.status, "failed")
         if error.status in _OUTCOMES or (op.mutating and error.status < 500):
-            resource = "-".join(call.params.values()) or "-"
+            resource = _escaped("-".join(call.params.values())) or "-"
             failures = await coordinator.record_refusal(
                 call, outcome=outcome, resource_type=op.name.split(".")[0], resource_id=resource,
                 details={"problem": error.slug}, count_failure=error.status == 401)
