@@ -138,3 +138,15 @@ def test_the_data_dir_is_private(tmp_path):
     process, _ = _serve(data_dir)
     process.stop()
     assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+
+
+def test_an_incomplete_database_url_is_one_line_and_creates_nothing(tmp_path):
+    data_dir = tmp_path / "data"
+    failed = subprocess.run([str(BIN / "certfleet"), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir)],
+                            env=_env(CERTFLEET_DATABASE_URL="postgres://"), capture_output=True, text=True,
+                            timeout=60)
+    assert failed.returncode != 0
+    assert failed.stderr.strip().splitlines() == [
+        "certfleet: cannot start: CERTFLEET_DATABASE_URL names no host"
+        " (postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE)"], failed.stderr
+    assert not data_dir.exists()
