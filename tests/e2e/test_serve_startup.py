@@ -117,6 +117,11 @@ def test_an_unexchanged_bootstrap_token_can_be_reissued_on_the_host(tmp_path):
         assert refused.returncode != 0
         assert len(refused.stderr.strip().splitlines()) == 1 and "already exchanged" in refused.stderr
         assert "cfb_" not in refused.stdout + refused.stderr
+
+        # The replacement was recorded in the audit trail, under the chain's key.
+        verified = subprocess.run([str(BIN / "certfleet"), "audit", "verify", "--data-dir", str(data_dir)],
+                                  env=_env(), capture_output=True, text=True, timeout=60)
+        assert verified.returncode == 0 and "audit chain OK" in verified.stdout, verified.stdout + verified.stderr
     finally:
         process.stop()
 
