@@ -73,7 +73,7 @@ async def test_a_refused_item_creates_nothing_and_its_index_is_named(coordinator
     assert problem["status"] == 422 and problem["detail"] == "certificates[1]: no agent 'agt_nobody'"
 
     problem = await _problem(api.call("certificates.create-bulk", wire.CertificateCreateBulk(certificates=[
-        _item(agent_id, "a"), _item(agent_id, "b"), _item(agent_id, "long", profile="short")])))
+        _item(agent_id, "a"), _item(agent_id, "b"), _item(agent_id, "long", profile="short", lifetime_seconds=2 * 86400)])))
     assert problem["status"] == 422 and problem["detail"].startswith("certificates[2]: ")
     assert problem["rule"] == "max_lifetime_seconds"
 
