@@ -66,6 +66,17 @@ class RecordingListener:
         self._socket.close()
 
     def assert_nothing_received(self) -> None:
+        self._stopped.set()
+        self._thread.join()
+        # A connection still waiting in the backlog counts too.
+        self._socket.setblocking(False)
+        while True:
+            try:
+                connection, _ = self._socket.accept()
+            except BlockingIOError:
+                break
+            self.connections += 1
+            connection.close()
         assert b"cfk_" not in self.received and b"cfe_" not in self.received, bytes(self.received)
         assert self.connections == 0 and not self.received, bytes(self.received)
 
