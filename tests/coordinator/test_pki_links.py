@@ -118,3 +118,23 @@ async def test_a_sub_ca_must_permit_names_its_parent_permits(coordinator):
         name="mail", parent=parent.id, path_length=0,
         name_constraints=wire.NameConstraints(permitted_email=["example.org"])))
     assert emails.status == "active"
+
+
+async def test_an_answer_that_closes_the_connection_closes_it(coordinator):
+    """HTTP/1.0 clients and ``Connection: close`` read the answer to end of file
+    (nginx fetching an OCSP answer to staple does): the coordinator must close."""
+    import urllib.parse
+
+    import trio
+
+    pki = urllib.parse.urlsplit(coordinator.coordinator.pki_url)
+    for request in (b"GET /.well-known/pki/crl/iss_issuing HTTP/1.0\r\nHost: pki\r\n\r\n",
+                    b"GET /.well-known/pki/ca/iss_root HTTP/1.1\r\nHost: pki\r\nConnection: close\r\n\r\n"):
+        stream = await trio.open_tcp_stream(pki.hostname, pki.port)
+        await stream.send_all(request)
+        answer = b""
+        with trio.fail_after(10):
+            while chunk := await stream.receive_some(65536):
+                answer += chunk
+        await stream.aclose()
+        assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]

@@ -11,6 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import trio
 from hypercorn.config import Config
@@ -204,12 +205,14 @@ async def run_coordinator(
                     pki_config.errorlog = config.errorlog
                     pki_config.graceful_timeout = 5
                     pki_binds = await servers.start(functools.partial(
-                        serve, create_app(coordinator, plain_http=True), pki_config, shutdown_trigger=trigger))
+                        serve, closing_after_response(create_app(coordinator, plain_http=True)), pki_config,
+                        shutdown_trigger=trigger))
                     log.info("PKI endpoints (CRL, OCSP, CA certificates) also on %s", pki_binds[0])
                 installer = AgentInstaller(settings.data_dir, ca_fingerprint=certificate_fingerprint(keys.root),
                                            checkout=checkout_root(), public_url=settings.public_url)
                 binds = await servers.start(functools.partial(
-                    serve, create_app(coordinator, cors_origins=settings.cors_origins, installer=installer),
+                    serve, closing_after_response(create_app(coordinator, cors_origins=settings.cors_origins,
+                                                             installer=installer)),
                     config, shutdown_trigger=trigger))
                 url = binds[0]
                 coordinator.public_url = settings.public_url or url
@@ -227,6 +230,26 @@ async def run_coordinator(
         if database is not None:
             with trio.CancelScope(shield=True):
                 await database.close()
+
+
+def closing_after_response(app: Any) -> Any:
+    """The ASGI ``app`` with each ``send`` shielded from the app's own cancellation.
+
+    quart-trio cancels a request's task as soon as the server reports the client
+    gone, and hypercorn reports that from inside the last ``send`` of a response
+    that must close the connection (HTTP/1.0, ``Connection: close``) — before it
+    closes the socket. Cancelled there, the close never happens, and a client that
+    reads to end of file hangs: nginx fetching an OCSP answer to staple does.
+    """
+
+    async def shielded(scope: Any, receive: Any, send: Any) -> None:
+        async def send_shielded(message: Any) -> None:
+            with trio.CancelScope(shield=True):
+                await send(message)
+
+        await app(scope, receive, send_shielded)
+
+    return shielded
 
 
 def _bind_pki(settings: Settings) -> tuple[socket.socket | None, str | None]:
