@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import postgres_admin_url
+from tests.support import admin_client
 
 CLI = str(Path(sys.executable).with_name("certfleet"))
 SQLITE_ONLY = pytest.mark.parametrize("database_url", [None])
@@ -83,3 +84,17 @@ def test_a_postgres_database_that_does_not_exist_is_named(tmp_path):
     assert result.returncode == 2, result.stdout + result.stderr
     assert f'database "{name}" does not exist' in result.stderr
     assert "cannot start" not in result.stderr
+
+
+async def test_a_changed_key_check_value_is_named_when_the_key_verifies_the_chain(coordinator, database_url):
+    """The key check value is what tells a wrong key from tampering; someone who
+    changes it must not make every event look fine under a "wrong key" message."""
+    def replace_check(tx):
+        tx.execute("UPDATE meta SET value = ? WHERE key = 'master_key_check'", ("AAAA" + "A" * 60,))
+
+    await admin_client(coordinator)  # the bootstrap exchange is an audited event
+    await coordinator.coordinator.database.transact(replace_check)
+    result = _verify(*_where(coordinator, database_url))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "key check value was changed" in result.stdout + result.stderr
+    assert "not the master key of this database" not in result.stderr

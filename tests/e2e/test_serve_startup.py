@@ -155,3 +155,15 @@ def test_an_incomplete_database_url_is_one_line_and_creates_nothing(tmp_path):
         "certfleet: cannot start: CERTFLEET_DATABASE_URL names no host"
         " (postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE)"], failed.stderr
     assert not data_dir.exists()
+
+
+def test_a_later_start_says_how_to_get_a_token_while_no_admin_exists(tmp_path):
+    data_dir = tmp_path / "data"
+    process, _ = _serve(data_dir)
+    process.stop()
+    process, url = _serve(data_dir)
+    try:
+        wait_until(lambda: "certfleet bootstrap --reissue" in process.output, what="the hint")
+        assert not TOKEN.search(process.output), process.output
+    finally:
+        process.stop()

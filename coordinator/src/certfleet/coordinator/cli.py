@@ -780,6 +780,12 @@ async def _audit_verify(args: argparse.Namespace) -> int:
         await database.transact(lambda tx: check_master_key(tx, master))
         report = await verify_chain(database, key=audit_chain_key(master))
     except WrongMasterKey:
+        # A key that verifies every event is the right one: then the check value is what changed.
+        report = await verify_chain(database, key=audit_chain_key(master))
+        if report.ok and report.events:
+            print(f"audit chain OK: {report.events} events, but the database's master key check value was"
+                  " changed: this key verifies every event, so the key is right and the check value was altered")
+            return 1
         print("certfleet: this is not the master key of this database (its key check value does not open),"
               " so the chain cannot be checked: use the data dir (master.key) or CERTFLEET_MASTER_KEY"
               " the coordinator runs with", file=sys.stderr)

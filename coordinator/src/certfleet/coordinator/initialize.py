@@ -231,6 +231,12 @@ def _replace_bootstrap_token(tx: Tx, token: str, master: MasterKey, *, now: int,
         key=audit_chain_key(master))
 
 
+async def bootstrap_pending(database: Database) -> bool:
+    """Whether the bootstrap token is still waiting to be exchanged (no admin yet)."""
+    row = await database.transact(lambda tx: BootstrapTokens(tx).current())
+    return row is not None and row["used_at"] is None
+
+
 async def reissue_bootstrap_token(settings: Settings, database: Database, *, now: int) -> str:
     """A new one-time bootstrap token in place of one that was printed but never
     exchanged (lost with a terminal, or never shown because the start failed).

@@ -21,7 +21,7 @@ from certfleet.shared.pki import certificate_fingerprint
 
 from .agent_installer import AgentInstaller, checkout_root
 from .http import create_app
-from .initialize import InitializationError, announce_bootstrap_token, ensure_tls, initialize
+from .initialize import InitializationError, announce_bootstrap_token, bootstrap_pending, ensure_tls, initialize
 from .leadership import Leadership
 from .service import Coordinator
 from .settings import Settings
@@ -220,6 +220,10 @@ async def run_coordinator(
                 # Printed only now that the start can no longer fail before it is usable.
                 if keys.bootstrap_token and announce_token:
                     announce_bootstrap_token(keys.bootstrap_token)
+                elif announce_token and not settings.bootstrap_token and await bootstrap_pending(database):
+                    log.info("no admin yet: exchange the bootstrap token printed at first start with"
+                             " `certfleet bootstrap`; lost it? `certfleet bootstrap --reissue` on this host"
+                             " prints a new one")
                 task_status.started(Running(url, settings.tls_dir / "ca.pem", coordinator))
             # The servers return only after a graceful shutdown; upkeep stops with them.
             upkeep.cancel_scope.cancel()
