@@ -41,6 +41,11 @@ def test_an_incomplete_postgres_url_is_refused(tmp_path, url, missing):
         open_database(url, tmp_path)
 
 
+def test_a_sqlite_url_without_a_file_is_refused(tmp_path):
+    with pytest.raises(StorageError, match="names no file"):
+        open_database("sqlite:///", tmp_path)
+
+
 def test_a_malformed_postgres_url_is_refused_without_echoing_it(tmp_path):
     with pytest.raises(StorageError, match="not a valid PostgreSQL URL") as raised:
         open_database("postgresql://user:s3cret@127.0.0.1:5432/db?nonsense=1", tmp_path)

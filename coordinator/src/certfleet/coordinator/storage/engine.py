@@ -508,6 +508,8 @@ def open_database(url: str | None, data_dir: Path, *, create: bool = True) -> Sq
     if url and url.startswith(("postgresql://", "postgres://")):
         return PostgresDatabase(url)
     if url and url.startswith("sqlite:///"):
+        if not url.removeprefix("sqlite:///").strip():
+            raise StorageError("CERTFLEET_DATABASE_URL names no file (sqlite:///PATH)")
         path = Path(url.removeprefix("sqlite:///"))
     elif url:
         raise StorageError("CERTFLEET_DATABASE_URL must start with postgresql:// or sqlite:///")
