@@ -9,6 +9,7 @@ import time
 
 import httpx
 import pytest
+import trio
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
@@ -116,3 +117,22 @@ async def test_roots_cannot_be_revoked_and_a_revocation_is_not_repeated(coordina
                                   issuer_id="iss_issuing"))
     assert bad["status"] == 400
     assert (await api.call("issuers.get", issuer_id="iss_issuing")).status == "active"
+
+
+async def test_the_cli_revokes_an_intermediate_by_name(coordinator, capsys):
+    from certfleet.coordinator import cli
+
+    api, key = await admin_client(coordinator)
+    await api.call("issuers.create-intermediate", wire.IntermediateCreate(name="retired-one", parent="iss_root"))
+    argv = ["--url", coordinator.url, "--api-key", key, "--ca-bundle", str(coordinator.ca_path), "--json",
+            "issuers", "revoke", "retired-one", "--reason", "cessation-of-operation"]
+    assert await trio.to_thread.run_sync(cli.main, argv) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["status"] == "revoked" and shown["revocation_reason"] == "cessation-of-operation"
+    # A hold is not among the choices, and the root is refused in one line.
+    with pytest.raises(SystemExit):
+        cli.main([*argv[:-1], "certificate-hold"])
+    capsys.readouterr()
+    assert await trio.to_thread.run_sync(cli.main, [*argv[:9], "iss_root", "--reason", "superseded"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "retire it instead" in error, error

@@ -260,8 +260,9 @@ class HierarchyOperations(CoordinatorBase):
             issuers = Issuers(tx)
             row = issuers.get(call.params["issuer_id"])
             if row["kind"] != "intermediate" or row["parent_id"] is None:
-                raise errors.Conflict(f"issuer {row['name']} is {'a root' if row['kind'] == 'root' else 'signed outside'}"
-                                      " certfleet: no CRL here can list it; retire it instead", slug="not-revocable")
+                why = ("is a root: no CRL above it can list it" if row["kind"] == "root"
+                       else "was signed outside certfleet: only the CA that signed it can revoke it")
+                raise errors.Conflict(f"issuer {row['name']} {why}; retire it instead", slug="not-revocable")
             if row["revoked_at"] is not None:
                 raise errors.Conflict(f"issuer {row['name']} is already revoked", slug="already-revoked")
             now = self.now()
