@@ -279,14 +279,15 @@ def create_root(common_name: str, *, now: float, lifetime_days: int = 10 * 365,
                 path_length: int | None = None) -> CertificateAuthority:
     """A self-signed P-256 root CA."""
     key = ec.generate_private_key(ec.SECP256R1())
+    not_before, not_after = validity(now, lifetime_days * 86400)
     builder = (
         x509.CertificateBuilder()
         .subject_name(ca_name(common_name))
         .issuer_name(ca_name(common_name))
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(validity(now, lifetime_days * 86400)[0])
-        .not_valid_after(validity(now, lifetime_days * 86400)[1])
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
         .add_extension(_ca_key_usage(), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
