@@ -17,8 +17,9 @@ import trio
 
 from certfleet.shared import wire
 from certfleet.shared.api import operation
+from certfleet.shared.connection import describe_failure
 
-from .client import CoordinatorClient, CoordinatorError
+from .client import TRUST_HINT, CoordinatorClient, CoordinatorError
 from .config import AgentConfig, AgentPaths, load_identity
 from .discovery.inventory import Delta, commit_delta
 from .discovery.service import DiscoveryService
@@ -113,7 +114,7 @@ class Agent:
                 log.warning("coordinator refused outbox entry %s: %s", row["id"], exc)
                 self.state.acknowledge(row["id"], error=str(exc))
             except httpx.HTTPError as exc:
-                self._reschedule(row, f"{type(exc).__name__}: {exc}")
+                self._reschedule(row, self._failure(exc))
             else:
                 self.state.acknowledge(row["id"])
 
@@ -172,10 +173,19 @@ class Agent:
             except (httpx.HTTPError, trio.TooSlowError) as exc:
                 failures = await self._back_off(failures, exc)
 
+    def _failure(self, exc: Exception) -> str:
+        """One line for a failed request: what failed on the way to the coordinator
+        (DNS, refused, TLS verification, not TLS) rather than httpx's often empty text."""
+        if isinstance(exc, httpx.TransportError):
+            return describe_failure(self.client.base_url, exc, trust_hint=TRUST_HINT)
+        if isinstance(exc, trio.TooSlowError):
+            return f"no answer from {self.client.base_url} in time"
+        return str(exc) or type(exc).__name__
+
     async def _back_off(self, failures: int, exc: Exception) -> int:
         failures += 1
         delay = backoff(failures, self._rng)
-        log.warning("poll failed (%s); retrying in %.1fs", exc, delay)
+        log.warning("poll failed (%s); retrying in %.1fs", self._failure(exc), delay)
         with trio.move_on_after(delay):
             await self._stopping.wait()
         return failures
