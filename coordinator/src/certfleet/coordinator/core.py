@@ -293,23 +293,15 @@ class CoordinatorBase:
         return {row["owner"] for row in tx.all(sql, params)
                 if row["profile_id"] not in profiles and row["issuer_id"] not in issuers}
 
-    def require_target_in_reach(self, tx: Tx, call: Call, permission: str, target_id: str, *,
-                                hide: bool = False) -> None:
-        """Refuse unless every certificate deployed to ``target_id`` is where ``permission`` is held."""
-        if self.targets_out_of_reach(tx, call, permission, [target_id]):
+    def require_in_reach(self, tx: Tx, call: Call, permission: str, kind: str, id: str, *,
+                         hide: bool = False) -> None:
+        """Refuse unless every certificate on the ``agent`` or deployed to the ``target``
+        ``id`` is where ``permission`` is held (``hide``: as if it did not exist)."""
+        if self._out_of_reach(tx, call, permission, f"{kind}_id", [id]):
             if hide:
-                raise errors.NotFound(f"target {target_id} does not exist")
-            raise errors.Forbidden(f"{permission!r} is not granted on every profile whose certificates target"
-                                   f" {target_id} deploys", slug="scope-denied")
-
-    def require_agent_in_reach(self, tx: Tx, call: Call, permission: str, agent_id: str, *,
-                               hide: bool = False) -> None:
-        """Refuse unless every certificate on ``agent_id`` is where ``permission`` is held."""
-        if self.agents_out_of_reach(tx, call, permission, [agent_id]):
-            if hide:
-                raise errors.NotFound(f"agent {agent_id} does not exist")
-            raise errors.Forbidden(f"{permission!r} is not granted on every profile agent {agent_id} holds"
-                                   " certificates of", slug="scope-denied")
+                raise errors.NotFound(f"{kind} {id} does not exist")
+            raise errors.Forbidden(f"{permission!r} is not granted on every profile with certificates on {kind} {id}",
+                                   slug="scope-denied")
 
     def resolve_profile(self, tx: Tx, name_or_id: str) -> dict[str, Any]:
         profile = Profiles(tx).find(name_or_id)

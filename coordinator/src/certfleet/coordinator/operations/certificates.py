@@ -268,7 +268,7 @@ class CertificateOperations(JobOperations, TargetOperations):
         if body.target_id is not None:
             target = self.resolve_target(tx, body.target_id, agent_id=body.agent_id)
             # Deploying to a target overwrites what its certificates put there.
-            self.require_target_in_reach(tx, call, "cert.create", target["id"])
+            self.require_in_reach(tx, call, "cert.create", "target", target["id"])
         else:
             # An inline target becomes a target of its own, named after the certificate.
             target = self.create_target(tx, call, name=certificate_id, agent_id=body.agent_id, settings=body.target)

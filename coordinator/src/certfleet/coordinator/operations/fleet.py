@@ -100,7 +100,7 @@ class FleetOperations(JobOperations):
 
     async def agents_get(self, call: Call) -> wire.AgentInfo:
         def get(tx: Tx) -> dict[str, Any]:
-            self.require_agent_in_reach(tx, call, "agent.read", call.params["agent_id"], hide=True)
+            self.require_in_reach(tx, call, "agent.read", "agent", call.params["agent_id"], hide=True)
             return Agents(tx).get(call.params["agent_id"])
 
         return agent_info(await self.database.transact(get), self.now())
@@ -116,8 +116,8 @@ class FleetOperations(JobOperations):
         def retire(tx: Tx) -> tuple[dict[str, Any], dict[str, int]]:
             agents = Agents(tx)
             agent = agents.get(agent_id)
-            self.require_agent_in_reach(tx, call, "agent.read", agent_id, hide=True)
-            self.require_agent_in_reach(tx, call, "agent.retire", agent_id)
+            self.require_in_reach(tx, call, "agent.read", "agent", agent_id, hide=True)
+            self.require_in_reach(tx, call, "agent.retire", "agent", agent_id)
             if agent["retired_at"] is not None:
                 raise errors.Conflict("the agent is already retired", slug="agent-retired")
             agents.retire(agent_id, now)

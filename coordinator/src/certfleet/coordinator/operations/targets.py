@@ -115,7 +115,7 @@ class TargetOperations(CoordinatorBase):
         """The target named in the path, if the caller reaches every certificate
         deployed to it (one out of reach is as absent as one that does not exist)."""
         row = Targets(tx).get(call.params["target_id"])
-        self.require_target_in_reach(tx, call, permission, row["id"], hide=True)
+        self.require_in_reach(tx, call, permission, "target", row["id"], hide=True)
         return row
 
     async def targets_list(self, call: Call) -> Page:
