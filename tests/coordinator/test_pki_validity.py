@@ -84,3 +84,12 @@ async def test_without_a_lifetime_the_profile_chooses(coordinator, tmp_path):
             target=wire.FileTarget(directory=str(tmp_path / profile))))
         chosen[profile] = created.lifetime_seconds
     assert chosen == {"default": 90 * DAY, "monthly": 30 * DAY, "weekly-cap": 7 * DAY}
+
+
+async def test_a_profiles_default_lifetime_must_fit_its_maximum(coordinator):
+    api, _ = await admin_client(coordinator)
+    refused = await _problem(api.call("profiles.create", wire.ProfileCreate(name="muddled", policy=wire.ProfilePolicy(
+        max_lifetime_seconds=30 * DAY, default_lifetime_seconds=90 * DAY))))
+    assert refused["status"] == 422 and refused["type"].endswith("invalid-policy"), refused
+    assert "default_lifetime_seconds" in refused["detail"] and "30 days" in refused["detail"]
+    assert "muddled" not in [p.name for p in await api.call("profiles.list")]

@@ -14,7 +14,7 @@ from certfleet.shared.pki import KeyType
 from certfleet.shared.wire import ProfilePolicy
 
 __all__ = ["DEFAULT_LIFETIME", "SHORT_LIVED_MAX", "PolicyViolation", "check_issuance", "default_lifetime",
-           "name_matches", "validate_patterns"]
+           "name_matches", "validate_patterns", "validate_policy"]
 
 SHORT_LIVED_MAX = 7 * 86400
 """A short-lived certificate needs no revocation pointers (CA/Browser Forum
@@ -83,6 +83,16 @@ def validate_patterns(patterns: Iterable[str]) -> None:
             continue
         elif not all(label == "*" or label == "**" or (label and " " not in label) for label in pattern.split(".")):
             raise ValueError(f"invalid name pattern {pattern!r}")
+
+
+def validate_policy(policy: ProfilePolicy) -> None:
+    """Raise ``ValueError`` naming the first part of a profile's policy that cannot
+    work: a name pattern that matches nothing, a default lifetime above the maximum."""
+    validate_patterns(policy.name_patterns or ())
+    limit = lifetime_limit(policy)
+    if policy.default_lifetime_seconds is not None and policy.default_lifetime_seconds > limit:
+        raise ValueError(f"default_lifetime_seconds {policy.default_lifetime_seconds} is above the profile's"
+                         f" maximum of {limit} s ({limit // 86400} days)")
 
 
 def check_issuance(policy: ProfilePolicy, *, key_type: KeyType, names: Sequence[str],

@@ -14,7 +14,7 @@ from certfleet.shared.workorder import OrderKind, sign_work_order
 from .. import errors
 from ..ca.authority import IssuedCertificate, LeafOptions, LifetimeBeyondIssuer
 from ..ca.constraints import ConstraintViolation, check_name_constraints
-from ..ca.policy import PolicyViolation, check_issuance, default_lifetime, validate_patterns
+from ..ca.policy import PolicyViolation, check_issuance, default_lifetime, validate_policy
 from ..core import Call, Page, new_id, page_request, paged
 from ..lifecycle.jobs import JobEvent, JobState
 from ..rbac import Scope
@@ -56,7 +56,7 @@ def _check_policy(policy: wire.ProfilePolicy, *, key_type: KeyType, names: list[
 
 def _validated_policy(policy: wire.ProfilePolicy) -> wire.ProfilePolicy:
     try:
-        validate_patterns(policy.name_patterns or ())
+        validate_policy(policy)
     except ValueError as exc:
         raise errors.UnprocessableEntity(str(exc), slug="invalid-policy") from exc
     return policy
