@@ -4,6 +4,7 @@ an in-process coordinator served over real HTTPS on 127.0.0.1:0."""
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import secrets
 from collections.abc import Iterator
@@ -14,6 +15,19 @@ from tests.support import BOOTSTRAP_TOKEN
 
 POSTGRES_URL = os.environ.get("CERTFLEET_TEST_POSTGRES_URL")
 REQUIRE_POSTGRES = os.environ.get("CERTFLEET_REQUIRE_POSTGRES") == "1"
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """A test that runs a command's ``main()`` in-process points the root logger at
+    the stderr pytest captured for that test; put the handlers back afterwards, or a
+    later test's log records go to a closed stream ("Logging error") and real errors
+    drown in the noise."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def _postgres_available() -> str | None:
