@@ -138,3 +138,22 @@ async def test_an_answer_that_closes_the_connection_closes_it(coordinator):
                 answer += chunk
         await stream.aclose()
         assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+
+
+async def test_a_busy_pki_port_stops_the_start_in_one_line_with_nothing_created(tmp_path):
+    import socket
+
+    from certfleet.coordinator.initialize import InitializationError
+    from certfleet.coordinator.server import run_coordinator
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        busy = f"127.0.0.1:{held.getsockname()[1]}"
+        settings = Settings(data_dir=tmp_path / "coordinator", listen="127.0.0.1:0", pki_listen=busy,
+                            bootstrap_token=BOOTSTRAP_TOKEN, maintenance_interval=None)
+        with pytest.raises(InitializationError) as refused:
+            await run_coordinator(settings, announce_token=False)
+    message = str(refused.value)
+    assert "\n" not in message and busy in message and "CERTFLEET_PKI_LISTEN" in message, message
+    assert not (tmp_path / "coordinator").exists()
