@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from certfleet.coordinator.rbac import role_table_markdown
+from certfleet.coordinator.auth.rbac import role_table_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from certfleet.coordinator.rbac import BUILTIN_ROLES
+from certfleet.coordinator.auth.rbac import BUILTIN_ROLES
 from certfleet.shared import wire
 from certfleet.shared.agent_token import AUTH_SCHEME, sign_request_token
 from certfleet.shared.api import OPERATIONS, Auth

@@ -15,8 +15,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from certfleet.coordinator import errors
+from certfleet.coordinator.auth.rbac import ALL_PERMISSIONS, BUILTIN_ROLES
 from certfleet.coordinator.http import create_app
-from certfleet.coordinator.rbac import ALL_PERMISSIONS, BUILTIN_ROLES
 from certfleet.coordinator.server import run_coordinator
 from certfleet.coordinator.service import Coordinator, handler_name
 from certfleet.coordinator.settings import Settings

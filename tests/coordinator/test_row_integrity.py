@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from certfleet.coordinator import credentials
+from certfleet.coordinator.auth import credentials
 from certfleet.coordinator.client import ApiClient, ApiError
 from certfleet.shared import jws
 from tests.support import admin_client, enroll_agent, key_with_roles

@@ -864,7 +864,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "audit" and args.action == "verify":
             return trio.run(_audit_verify, args)
         if args.command == "permissions" and args.markdown:
-            from .rbac import role_table_markdown
+            from .auth.rbac import role_table_markdown
 
             sys.stdout.write(role_table_markdown())
             return 0

@@ -16,13 +16,14 @@ from cryptography.hazmat.primitives import serialization
 from certfleet.shared import agent_token, jws
 from certfleet.shared.api import PAGE_LIMIT
 
-from . import audit, credentials, errors, ratelimit
+from . import audit, errors
+from .auth import credentials, ratelimit
+from .auth.principal import Principal, PrincipalKind, RequestMeta
+from .auth.rbac import BUILTIN_ROLES, EffectivePermissions, Scope
 from .ca.registry import Authorities
 from .initialize import CoordinatorKeys
 from .integrity import RowIntegrity
 from .metrics import Metrics
-from .principal import Principal, PrincipalKind, RequestMeta
-from .rbac import BUILTIN_ROLES, EffectivePermissions, Scope
 from .secretbox import audit_chain_key
 from .storage import Agents, ApiKeys, Database, Grants, Profiles, RateLimits, Roles, Tx
 

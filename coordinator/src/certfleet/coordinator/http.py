@@ -30,11 +30,11 @@ from certfleet.shared.api import OPERATIONS, Auth, Operation
 
 from . import errors, storage
 from .agent_installer import AgentInstaller
+from .auth.principal import ANONYMOUS, Principal, RequestMeta
+from .auth.ratelimit import AuthFailureLimiter
+from .auth.rbac import GLOBAL
 from .core import Call, Page, RawResponse
 from .openapi import openapi_document
-from .principal import ANONYMOUS, Principal, RequestMeta
-from .ratelimit import AuthFailureLimiter
-from .rbac import GLOBAL
 from .service import MAX_POLL_WAIT, Coordinator, handler_name
 
 __all__ = ["MAX_BODY_BYTES", "create_app"]

@@ -28,7 +28,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from certfleet.shared import jws, wire
 from certfleet.shared.pki import KeyType, generate_private_key, load_private_key, private_key_pem
 
-from . import audit, credentials
+from . import audit
+from .auth import credentials
 from .ca.authority import CertificateAuthority, IssuerLinks, create_root
 from .secretbox import MasterKey, MasterKeyError, audit_chain_key
 from .settings import Settings

@@ -16,9 +16,10 @@ import msgspec
 from certfleet.shared import wire
 from certfleet.shared.api import OPERATIONS, Auth
 
-from .. import credentials, errors
+from .. import errors
+from ..auth import credentials
+from ..auth.rbac import ALL_PERMISSIONS, BUILTIN_ROLES, GLOBAL, Scope, earliest
 from ..core import Call, CoordinatorBase, Page, new_id, page_request, paged, role_permissions
-from ..rbac import ALL_PERMISSIONS, BUILTIN_ROLES, GLOBAL, Scope, earliest
 from ..storage import ApiKeys, BootstrapTokens, Grants, Issuers, Profiles, Roles, Tx
 
 __all__ = ["AccessOperations"]

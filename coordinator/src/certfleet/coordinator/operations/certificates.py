@@ -12,12 +12,12 @@ from certfleet.shared.pki import KeyType
 from certfleet.shared.workorder import OrderKind, sign_work_order
 
 from .. import errors
+from ..auth.rbac import Scope
 from ..ca.authority import IssuedCertificate, LeafOptions, LifetimeBeyondIssuer
 from ..ca.constraints import ConstraintViolation, check_name_constraints
 from ..ca.policy import PolicyViolation, check_issuance, default_lifetime, validate_policy
 from ..core import Call, Page, new_id, page_request, paged
 from ..lifecycle.jobs import JobEvent, JobState
-from ..rbac import Scope
 from ..storage import Agents, Approvals, Certificates, Issuers, Jobs, Profiles, Tx, WorkOrders
 from .jobs import JobOperations
 from .targets import TargetOperations

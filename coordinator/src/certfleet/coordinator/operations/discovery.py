@@ -31,10 +31,10 @@ from certfleet.shared import wire
 from certfleet.shared.pki import KeyType, NameError_, normalize_name, normalize_names
 
 from .. import errors
+from ..auth.rbac import GLOBAL
 from ..ca.policy import SHORT_LIVED_MAX
 from ..core import Call, new_id
 from ..lifecycle.planning import plan_renewal
-from ..rbac import GLOBAL
 from ..storage import Certificates, DiscoveredCertificates, RenewalPolicies, Tx
 from .certificates import _check_policy, certificate_info, profile_policy
 from .renewal import RenewalOperations, _policy

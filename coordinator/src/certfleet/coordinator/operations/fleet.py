@@ -7,11 +7,12 @@ from typing import Any
 
 from certfleet.shared import jws, wire
 
-from .. import credentials, errors
+from .. import errors
+from ..auth import credentials
+from ..auth.rbac import GLOBAL
 from ..core import Call, Page, new_id, page_request, paged
 from ..lifecycle.jobs import TERMINAL, JobEvent
 from ..metrics import liveness
-from ..rbac import GLOBAL
 from ..storage import Agents, EnrollmentTokens, Grants, Tx, WorkOrders
 from .jobs import JobOperations
 

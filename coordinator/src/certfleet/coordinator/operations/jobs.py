@@ -10,9 +10,9 @@ from typing import Any
 from certfleet.shared import wire
 
 from .. import errors
+from ..auth.principal import Principal, PrincipalKind
 from ..core import Call, Page, new_id, page_request, paged
 from ..lifecycle.jobs import TERMINAL, JobEvent, JobState, advance, retry_delay
-from ..principal import Principal, PrincipalKind
 from ..storage import Certificates, Jobs, Tx, WorkOrders
 from .notifications import NotificationOperations
 

@@ -15,9 +15,9 @@ from typing import Any
 from certfleet.shared import wire
 
 from .. import errors
+from ..auth.principal import Principal, PrincipalKind
 from ..core import Call, new_id
 from ..lifecycle.planning import DEFAULT_POLICY, RenewalPolicy, plan_renewal
-from ..principal import Principal, PrincipalKind
 from ..storage import Certificates, RenewalPolicies, Tx
 from .approvals import ApprovalOperations
 

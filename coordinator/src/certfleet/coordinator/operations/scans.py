@@ -13,8 +13,8 @@ from certfleet.shared import wire
 from certfleet.shared.workorder import OrderKind, sign_work_order
 
 from .. import errors
+from ..auth.principal import Principal, PrincipalKind
 from ..core import Call, CoordinatorBase, new_id
-from ..principal import Principal, PrincipalKind
 from ..storage import Agents, Tx, WorkOrders
 
 __all__ = ["DEFAULT_SCAN_INTERVAL", "ScanOperations"]

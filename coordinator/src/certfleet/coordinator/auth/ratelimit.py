@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from . import errors
+from .. import errors
 
 __all__ = ["FAILURE_LIMIT", "WINDOW", "AuthFailureLimiter"]
 
