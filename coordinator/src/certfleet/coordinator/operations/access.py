@@ -232,10 +232,11 @@ class AccessOperations(CoordinatorBase):
             lambda tx: self._create_key(tx, call, call.body, call.principal.user))
         return _key_info(row, token)
 
-    async def auth_own_keys_list(self, call: Call) -> list[wire.ApiKeyInfo]:
-        rows = await self.database.transact(
-            lambda tx: ApiKeys(tx).list(call.principal.user, key_id=call.principal.id))
-        return [_key_info(r) for r in rows]
+    async def auth_own_keys_list(self, call: Call) -> Page:
+        after, limit = page_request(call)
+        rows, next_after = paged(await self.database.transact(
+            lambda tx: ApiKeys(tx).list(call.principal.user, key_id=call.principal.id, after=after, limit=limit)), limit)
+        return Page([_key_info(r) for r in rows], next_after)
 
     async def auth_own_keys_rotate(self, call: Call) -> wire.ApiKeyInfo:
         row, token = await self.database.transact(lambda tx: self._rotate_key(tx, call, call.params["key_id"], own=True))

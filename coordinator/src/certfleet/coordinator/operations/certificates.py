@@ -65,10 +65,12 @@ def _validated_policy(policy: wire.ProfilePolicy) -> wire.ProfilePolicy:
 class CertificateOperations(JobOperations, TargetOperations):
     # --- profiles -----------------------------------------------------------------------
 
-    async def profiles_list(self, call: Call) -> list[wire.ProfileInfo]:
-        rows = await self.database.transact(lambda tx: Profiles(tx).list())
+    async def profiles_list(self, call: Call) -> Page:
+        after, limit = page_request(call)
         visible = self.profile_visible(call, "profile.read")
-        return [profile_info(r) for r in rows if visible({**r, "profile_id": r["id"]})]
+        rows, next_after = paged(await self.database.transact(lambda tx: Profiles(tx).list(after=after, limit=limit)),
+                                 limit, lambda row: visible({**row, "profile_id": row["id"]}))
+        return Page([profile_info(r) for r in rows], next_after)
 
     async def profiles_get(self, call: Call) -> wire.ProfileInfo:
         def get(tx: Tx) -> dict[str, Any]:

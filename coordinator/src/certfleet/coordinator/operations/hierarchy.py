@@ -16,7 +16,7 @@ from certfleet.shared.pki import private_key_pem
 from .. import errors
 from ..ca.authority import IssuerLinks, NameConstraintsSpec, build_ca_csr, create_root
 from ..ca.constraints import ConstraintViolation, check_subordinate_constraints
-from ..core import Call, CoordinatorBase, new_id
+from ..core import Call, CoordinatorBase, Page, new_id, page_request, paged
 from ..storage import Certificates, Issuers, Ocsp, Tx
 
 __all__ = ["HierarchyOperations", "issuer_info"]
@@ -77,12 +77,15 @@ def _verify_chain(leaf: x509.Certificate, chain: list[x509.Certificate], now_ts:
 
 
 class HierarchyOperations(CoordinatorBase):
-    async def issuers_list(self, call: Call) -> list[wire.IssuerInfo]:
-        def list_(tx: Tx) -> list[dict[str, Any]]:
-            reach = self.issuers_in_reach(tx, call, "issuer.read")
-            return [row for row in Issuers(tx).list() if reach is None or row["id"] in reach]
+    async def issuers_list(self, call: Call) -> Page:
+        after, limit = page_request(call)
 
-        return [issuer_info(r) for r in await self.database.transact(list_)]
+        def list_(tx: Tx) -> tuple[list[dict[str, Any]], str | None]:
+            reach = self.issuers_in_reach(tx, call, "issuer.read")
+            return paged(Issuers(tx).list(after=after, limit=limit), limit, lambda row: reach is None or row["id"] in reach)
+
+        rows, next_after = await self.database.transact(list_)
+        return Page([issuer_info(r) for r in rows], next_after)
 
     async def issuers_get(self, call: Call) -> wire.IssuerInfo:
         def get(tx: Tx) -> dict[str, Any]:

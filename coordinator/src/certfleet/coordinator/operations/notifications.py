@@ -165,9 +165,11 @@ class NotificationOperations(CoordinatorBase):
 
     # --- operators --------------------------------------------------------------------------
 
-    async def channels_list(self, call: Call) -> list[wire.ChannelInfo]:
-        rows = await self.database.transact(lambda tx: Notifications(tx).channels())
-        return [_channel_info(r, sorted(self._secrets(r))) for r in rows]
+    async def channels_list(self, call: Call) -> Page:
+        after, limit = page_request(call)
+        rows, next_after = paged(await self.database.transact(
+            lambda tx: Notifications(tx).channels(after=after, limit=limit)), limit)
+        return Page([_channel_info(r, sorted(self._secrets(r))) for r in rows], next_after)
 
     async def channels_create(self, call: Call) -> wire.ChannelInfo:
         body: wire.ChannelCreate = call.body

@@ -16,7 +16,7 @@ from certfleet.shared import wire
 
 from .. import errors
 from ..auth.principal import Principal, PrincipalKind
-from ..core import Call, new_id
+from ..core import Call, Page, new_id, page_request, paged
 from ..lifecycle.planning import DEFAULT_POLICY, RenewalPolicy, plan_renewal
 from ..storage import Certificates, RenewalPolicies, Tx
 from .approvals import ApprovalOperations
@@ -44,8 +44,11 @@ def _policy(row: dict[str, Any] | None) -> RenewalPolicy:
 
 
 class RenewalOperations(ApprovalOperations):
-    async def renewal_policies_list(self, call: Call) -> list[wire.RenewalPolicyInfo]:
-        return [_policy_info(r) for r in await self.database.transact(lambda tx: RenewalPolicies(tx).list())]
+    async def renewal_policies_list(self, call: Call) -> Page:
+        after, limit = page_request(call)
+        rows, next_after = paged(await self.database.transact(
+            lambda tx: RenewalPolicies(tx).list(after=after, limit=limit)), limit)
+        return Page([_policy_info(r) for r in rows], next_after)
 
     async def renewal_policies_create(self, call: Call) -> wire.RenewalPolicyInfo:
         body: wire.RenewalPolicyCreate = call.body

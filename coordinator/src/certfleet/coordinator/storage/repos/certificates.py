@@ -37,8 +37,9 @@ class Profiles:
         """By id; every one must exist."""
         return _all_by_id(self.tx, "SELECT * FROM profiles", ids, "profile")
 
-    def list(self) -> list[dict[str, Any]]:
-        return self.tx.all("SELECT * FROM profiles ORDER BY created_at, id")
+    def list(self, *, after: str | None = None, limit: int = ALL_ROWS) -> list[dict[str, Any]]:
+        page, params = _keyset("profiles", "p", ('created_at', 'id'), after)
+        return self.tx.all(f"SELECT * FROM profiles p WHERE {page} ORDER BY created_at, id LIMIT ?", (*params, limit))
 
     def update_policy(self, id: str, policy: str, *, expected_version: int, now: int) -> None:
         """Optimistic: fails with :class:`Conflict` if someone else changed it first."""
@@ -64,8 +65,9 @@ class RenewalPolicies:
         """By id; the ones that exist."""
         return _by_id(self.tx, "SELECT * FROM renewal_policies", ids)
 
-    def list(self) -> list[dict[str, Any]]:
-        return self.tx.all("SELECT * FROM renewal_policies ORDER BY created_at, id")
+    def list(self, *, after: str | None = None, limit: int = ALL_ROWS) -> list[dict[str, Any]]:
+        page, params = _keyset("renewal_policies", "r", ('created_at', 'id'), after)
+        return self.tx.all(f"SELECT * FROM renewal_policies r WHERE {page} ORDER BY created_at, id LIMIT ?", (*params, limit))
 
 
 _CERTIFICATE_VIEW = (

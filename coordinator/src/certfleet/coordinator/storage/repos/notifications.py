@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..engine import Tx
-from ._common import _keyset, _required
+from ._common import ALL_ROWS, _keyset, _required
 
 __all__ = [
     "Notifications",
@@ -29,8 +29,10 @@ class Notifications:
         return _required(self.tx.one("SELECT * FROM notification_channels WHERE id = ? OR name = ?",
                                      (name_or_id, name_or_id)), f"channel {name_or_id}")
 
-    def channels(self) -> list[dict[str, Any]]:
-        return self.tx.all("SELECT * FROM notification_channels ORDER BY created_at, id")
+    def channels(self, *, after: str | None = None, limit: int = ALL_ROWS) -> list[dict[str, Any]]:
+        page, params = _keyset("notification_channels", "c", ("created_at", "id"), after)
+        return self.tx.all(f"SELECT * FROM notification_channels c WHERE {page} ORDER BY created_at, id LIMIT ?",
+                           (*params, limit))
 
     def delete_channel(self, id: str) -> None:
         self.tx.execute("DELETE FROM notifications WHERE channel_id = ?", (id,))

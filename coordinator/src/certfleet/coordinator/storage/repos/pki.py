@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..engine import Tx
-from ._common import _required
+from ._common import ALL_ROWS, _keyset, _required
 
 __all__ = [
     "Crls",
@@ -38,8 +38,9 @@ class Issuers:
     def get(self, name_or_id: str) -> dict[str, Any]:
         return _required(self.find(name_or_id), f"issuer {name_or_id}")
 
-    def list(self) -> list[dict[str, Any]]:
-        return self.tx.all("SELECT * FROM issuers ORDER BY created_at, id")
+    def list(self, *, after: str | None = None, limit: int = ALL_ROWS) -> list[dict[str, Any]]:
+        page, params = _keyset("issuers", "i", ('created_at', 'id'), after)
+        return self.tx.all(f"SELECT * FROM issuers i WHERE {page} ORDER BY created_at, id LIMIT ?", (*params, limit))
 
     def activate(self, id: str, *, certificate_pem: str, chain_pem: str) -> None:
         self.tx.execute("UPDATE issuers SET certificate_pem = ?, chain_pem = ?, csr_pem = NULL, status = 'active'"
