@@ -24,7 +24,7 @@ STRICT = [cls for cls in MESSAGES if cls.__struct_config__.forbid_unknown_fields
 _FIELD_VALUES: dict[str, Any] = {
     "directory": "/etc/tls/example", "common_name": "www.example.com", "certificate_path": "/etc/tls/cert.pem",
     "key_path": "/etc/tls/key.pem", "dynamic_config_path": "/etc/traefik/dynamic/tls.yaml",
-    "sds_path": "/etc/envoy/sds.json", "path": "/opt/app/keystore.p12",
+    "sds_path": "/etc/envoy/sds.json", "path": "/opt/app/keystore.p12", "ranges": ["192.0.2.0/24"],
 }
 _CLASS_EXTRAS: dict[type, dict[str, Any]] = {wire.BulkRevokeRequest: {"tag": "web"},
                                              wire.FileTarget: {"directory": "/etc/tls/example"},
