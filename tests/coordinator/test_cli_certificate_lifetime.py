@@ -51,3 +51,23 @@ async def test_an_explicit_lifetime_is_sent_as_given(coordinator, tmp_path):
 
     assert done.returncode == 0, done.stderr.decode()
     assert json.loads(done.stdout)["lifetime_seconds"] == 30 * 86400
+
+
+async def test_a_profile_made_with_a_default_lifetime_gives_it_to_certificates_without_one(coordinator, tmp_path):
+    api, api_key = await admin_client(coordinator)
+    async with api:
+        agent = await enroll_agent(api, coordinator, tmp_path / "agent")
+        made = await _certfleet(coordinator, api_key, "profiles", "create", "weekly", "--max-lifetime", "30d",
+                                "--default-lifetime", "7d")
+        assert made.returncode == 0, made.stderr.decode()
+        assert json.loads(made.stdout)["policy"]["default_lifetime_seconds"] == 7 * 86400
+        refused = await _certfleet(coordinator, api_key, "profiles", "create", "odd", "--max-lifetime", "7d",
+                                   "--default-lifetime", "30d")
+        assert refused.returncode != 0 and len(refused.stderr.decode().strip().splitlines()) == 1
+
+        done = await _certfleet(coordinator, api_key, "certificates", "create", "--cn", "app.example.test",
+                                "--agent", agent.config.agent_id, "--profile", "weekly",
+                                "--target-dir", str(tmp_path / "target"))
+
+    assert done.returncode == 0, done.stderr.decode()
+    assert json.loads(done.stdout)["lifetime_seconds"] == 7 * 86400

@@ -140,6 +140,9 @@ def add_profiles(commands: argparse._SubParsersAction) -> None:
                                   help="a key type it allows (repeatable; default: all)")
         profile_edit.add_argument("--max-lifetime", type=duration, default=398 * 86400,
                                   help="the longest lifetime it allows, e.g. 90d (default: 398d)")
+        profile_edit.add_argument("--default-lifetime", type=duration,
+                                  help="the lifetime of certificates created without --lifetime"
+                                       " (default: 90 days, or the maximum when that is shorter)")
         profile_edit.add_argument("--eku", action="append",
                                   choices=["server-auth", "client-auth", "code-signing", "email-protection"],
                                   help="an extended key usage of its certificates (repeatable;"
@@ -165,7 +168,7 @@ async def run_profiles(api: ApiClient, args: argparse.Namespace) -> Any:
         return await api.call("profiles.get", profile_id=args.profile), columns + ["policy"], None
     policy = wire.ProfilePolicy(
         key_types=[KeyType(k) for k in args.key_type] if args.key_type else list(KeyType),
-        max_lifetime_seconds=args.max_lifetime, ekus=args.eku or ["server-auth", "client-auth"],
+        max_lifetime_seconds=args.max_lifetime, default_lifetime_seconds=args.default_lifetime, ekus=args.eku or ["server-auth", "client-auth"],
         name_patterns=args.name_pattern, must_staple=args.must_staple, short_lived=args.short_lived,
         requires_approval=args.requires_approval, approval_ttl_seconds=args.approval_ttl)
     if action == "create":
