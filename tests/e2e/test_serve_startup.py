@@ -57,8 +57,9 @@ def _reissue(data_dir: Path) -> subprocess.CompletedProcess:
                           env=_env(), capture_output=True, text=True, timeout=60)
 
 
-def test_a_busy_port_is_one_line_and_the_first_start_happens_later(tmp_path):
-    data_dir = tmp_path / "data"
+def _refused_on_a_busy_port(data_dir: Path) -> str:
+    """Start ``serve`` on a port something else holds; it must fail in one line.
+    Returns the address it was given (free again afterwards)."""
     held = _busy_port()
     listen = f"127.0.0.1:{held.getsockname()[1]}"
     try:
@@ -68,6 +69,12 @@ def test_a_busy_port_is_one_line_and_the_first_start_happens_later(tmp_path):
         held.close()
     assert failed.returncode != 0
     assert failed.stderr.strip() == f"certfleet: cannot start: {listen} is in use", failed.stderr
+    return listen
+
+
+def test_a_busy_port_is_one_line_and_the_first_start_happens_later(tmp_path):
+    data_dir = tmp_path / "data"
+    listen = _refused_on_a_busy_port(data_dir)
     # Nothing was created, so nothing was printed that could be lost: the next start is the first.
     assert not data_dir.exists()
 
@@ -85,15 +92,7 @@ def test_a_busy_port_after_the_first_start_is_one_line(tmp_path):
     data_dir = tmp_path / "data"
     process, _ = _serve(data_dir, CERTFLEET_BOOTSTRAP_TOKEN="cfb_preset_token")
     process.stop()
-    held = _busy_port()
-    listen = f"127.0.0.1:{held.getsockname()[1]}"
-    try:
-        failed = subprocess.run([str(BIN / "certfleet"), "serve", "--listen", listen, "--data-dir", str(data_dir)],
-                                env=_env(), capture_output=True, text=True, timeout=60)
-    finally:
-        held.close()
-    assert failed.returncode != 0
-    assert failed.stderr.strip() == f"certfleet: cannot start: {listen} is in use", failed.stderr
+    _refused_on_a_busy_port(data_dir)
 
 
 def test_an_unexchanged_bootstrap_token_can_be_reissued_on_the_host(tmp_path):
