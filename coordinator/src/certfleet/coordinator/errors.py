@@ -18,6 +18,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "RequestTimeout",
+    "ServiceUnavailable",
     "TooManyRequests",
     "Unauthorized",
     "UnprocessableEntity",
@@ -90,6 +91,10 @@ class UnprocessableEntity(CertfleetError):
 
 class TooManyRequests(CertfleetError):
     status, slug, title = 429, "rate-limited", "Too many failed attempts"
+
+
+class ServiceUnavailable(CertfleetError):
+    status, slug, title = 503, "unavailable", "Not ready to serve"
 
 
 def problem_for(error: CertfleetError) -> tuple[int, dict[str, Any]]:

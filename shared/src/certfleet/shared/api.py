@@ -95,6 +95,12 @@ OPERATIONS: tuple[Operation, ...] = (
     # --- public: no credential, or a one-time token in the body ---------------------
     Operation("health", "GET", "/health", "system.health", Auth.PUBLIC,
               "Liveness with a database round-trip.", output=wire.Health),
+    Operation("ready", "GET", "/ready", "system.ready", Auth.PUBLIC,
+              "Readiness: the database answers and its schema is current (503 until both hold).",
+              output=wire.Readiness),
+    Operation("version", "GET", f"{API_BASE}/version", "version.read", Auth.API_KEY,
+              "The coordinator's version, API version, schema version and database engine.",
+              output=wire.VersionInfo),
     Operation("openapi", "GET", f"{API_BASE}/openapi.json", "system.openapi", Auth.PUBLIC,
               "This API's OpenAPI 3.1 document.", output=dict),
     Operation("metrics", "GET", "/metrics", "metrics.read", Auth.API_KEY,

@@ -8,7 +8,7 @@ One module per command group, each adding its commands to the parser and running
 * ``pki``: issuers
 * ``access``: keys, roles, grants, me, permissions
 * ``notifications``: channels, notifications
-* ``status``: status
+* ``status``: status, version
 * ``audit``: audit list and export, and ``audit verify`` on the coordinator's host
 
 This module assembles the parser, opens the API connection, and prints what a
@@ -71,6 +71,7 @@ _API_GROUPS: dict[str, tuple[AddCommands, RunCommand]] = {
     "notifications": (notifications.add_notifications, notifications.run_notifications),
     "me": (access.add_me, access.run_me),
     "status": (status.add_status, status.run_status),
+    "version": (status.add_version, status.run_version),
     "permissions": (access.add_permissions, access.run_permissions),
     "audit": (audit.add_audit, audit.run_audit),
 }

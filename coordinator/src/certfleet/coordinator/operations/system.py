@@ -1,23 +1,31 @@
-"""Health, the CA bundle, and reading the audit trail."""
+"""Health and readiness, the version, the CA bundle, metrics, status, and reading the
+audit trail."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
+from importlib import metadata
 
 import msgspec
 
 from certfleet.shared import wire
 
-from .. import audit
+from .. import audit, errors
 from ..core import Call, CoordinatorBase, RawResponse
 from ..metrics import TARGET_EVENTS, liveness
 from ..storage import Agents, Certificates, Targets, Tx
+from ..storage.migrations import MIGRATIONS
 from .certificates import certificate_info
 from .fleet import agent_info
 
 __all__ = ["SystemOperations"]
 
+log = logging.getLogger("certfleet.system")
+
 AUDIT_PAGE_MAX = 1000
+SCHEMA_VERSION = max(version for version, _, _ in MIGRATIONS)
+"""The schema this coordinator was built for: the last migration it knows."""
 EXPORT_BATCH = 1000
 
 
@@ -25,6 +33,29 @@ class SystemOperations(CoordinatorBase):
     async def health(self, call: Call) -> wire.Health:
         await self.database.transact(lambda tx: tx.one("SELECT 1 AS ok"))
         return wire.Health(status="ok")
+
+    async def _schema_version(self) -> int:
+        row = await self.database.transact(lambda tx: tx.one("SELECT MAX(version) AS version FROM schema_migrations"))
+        return int(row["version"] or 0) if row else 0
+
+    async def ready(self, call: Call) -> wire.Readiness:
+        """Ready when the database answers and holds this coordinator's schema: a
+        replica started against a database another version migrated (or not yet
+        migrated) is kept out of the load balancer's pool."""
+        try:
+            applied = await self._schema_version()
+        except Exception:  # whatever the driver raises, the answer is the same: not ready
+            log.warning("not ready: the database did not answer", exc_info=True)
+            raise errors.ServiceUnavailable(slug="database-unreachable") from None
+        if applied != SCHEMA_VERSION:
+            log.warning("not ready: the database schema is version %d, this coordinator's is %d",
+                        applied, SCHEMA_VERSION)
+            raise errors.ServiceUnavailable(slug="schema-not-current")
+        return wire.Readiness(status="ready", schema_version=applied)
+
+    async def version(self, call: Call) -> wire.VersionInfo:
+        return wire.VersionInfo(version=metadata.version("certfleet-coordinator"), api="v1",
+                                schema_version=await self._schema_version(), database=self.database.dialect)
 
     async def pki_ca_bundle(self, call: Call) -> str:
         return self._root_pem

@@ -142,7 +142,9 @@ from .system import (
     AuditEvent,
     AuditPage,
     Health,
+    Readiness,
     StatusSummary,
+    VersionInfo,
 )
 from .types import (
     INT64_MAX,
@@ -191,7 +193,7 @@ __all__ = [
     # notifications
     "Severity", "ChannelField", "ChannelSetting", "ChannelCreate", "ChannelInfo", "NotificationInfo",
     # system
-    "Health", "StatusSummary", "AuditEvent", "AuditPage",
+    "Health", "Readiness", "VersionInfo", "StatusSummary", "AuditEvent", "AuditPage",
     # deployment target settings
     "ApacheTarget", "CaddyTarget", "DovecotTarget", "EnvoyTarget", "FileTarget", "HaproxyTarget", "KeystoreTarget",
     "KubernetesSecretTarget", "NginxTarget", "PostfixTarget", "Target", "TlsCheck", "TraefikTarget",

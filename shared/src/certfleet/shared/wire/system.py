@@ -13,6 +13,24 @@ class Health(Message):
     status: str
 
 
+class Readiness(Message):
+    """``GET /ready``: the database answers and its schema is the one this coordinator
+    was built for (a load balancer's readiness check; ``/health`` is liveness)."""
+
+    status: str
+    schema_version: int
+
+
+class VersionInfo(Message):
+    """``GET /api/v1/version``: what this coordinator runs."""
+
+    version: str
+    api: str
+    schema_version: int
+    database: str
+    """``sqlite`` or ``postgresql``."""
+
+
 class StatusSummary(Message):
     """What needs attention, for ``certfleet status``."""
 
