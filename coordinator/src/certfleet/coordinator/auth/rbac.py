@@ -81,10 +81,6 @@ class Scope:
 GLOBAL = Scope("global")
 
 
-NEVER = None
-"""An expiry of ``None``: the grant (or key) does not expire."""
-
-
 def _later(a: int | None, b: int | None) -> int | None:
     return None if a is None or b is None else max(a, b)
 
@@ -102,12 +98,11 @@ class EffectivePermissions:
     """(permission, scope) → when the last grant giving it there expires (``None``: never)."""
 
     @classmethod
-    def from_grants(cls, grants: Iterable[tuple[frozenset[str], Scope] | tuple[frozenset[str], Scope, int | None]],
-                    ) -> EffectivePermissions:
+    def from_grants(cls, grants: Iterable[tuple[frozenset[str], Scope, int | None]]) -> EffectivePermissions:
+        """From (permissions, scope, expiry) per live grant; an expiry of ``None`` never comes."""
         scopes: dict[str, set[Scope]] = {}
         expiries: dict[tuple[str, Scope], int | None] = {}
-        for permissions, scope, *rest in grants:
-            expires_at = rest[0] if rest else NEVER
+        for permissions, scope, expires_at in grants:
             for permission in permissions:
                 scopes.setdefault(permission, set()).add(scope)
                 key = (permission, scope)
@@ -124,15 +119,14 @@ class EffectivePermissions:
             return False, None
         until: int | None = 0
         for held in covering:
-            until = _later(until, self.expiries.get((permission, held), NEVER))
+            until = _later(until, self.expiries.get((permission, held)))
         return True, until
 
     def holds_anywhere(self, permission: str) -> bool:
         return bool(self.scopes.get(permission))
 
     def holds(self, permission: str, scope: Scope = GLOBAL, *, issuer_of_profile: str | None = None) -> bool:
-        return any(held.covers(scope, issuer_of_profile=issuer_of_profile)
-                   for held in self.scopes.get(permission, ()))
+        return self.held_until(permission, scope, issuer_of_profile=issuer_of_profile)[0]
 
     def profile_filter(self, permission: str) -> tuple[bool, frozenset[str], frozenset[str]]:
         """For listing: (everything?, allowed profile ids, allowed issuer ids)."""

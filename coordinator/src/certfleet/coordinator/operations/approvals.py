@@ -77,10 +77,7 @@ class ApprovalOperations(CertificateOperations):
 
         def listing(tx: Tx) -> tuple[list[dict[str, Any]], str | None]:
             self.expire_approvals(tx)
-            issuer_of = {p["id"]: p["issuer_id"] for p in Profiles(tx).list()}
-            rows = [{**r, "issuer_id": issuer_of.get(r["profile_id"])}
-                    for r in Approvals(tx).list(call.query.get("status"), after=after, limit=limit)]
-            return paged(rows, limit, visible)
+            return paged(Approvals(tx).list(call.query.get("status"), after=after, limit=limit), limit, visible)
 
         rows, next_after = await self.database.transact(listing)
         return Page([_approval_info(r) for r in rows], next_after)

@@ -13,7 +13,7 @@ from .. import errors
 from ..auth.principal import Principal, PrincipalKind
 from ..core import Call, Page, new_id, page_request, paged
 from ..lifecycle.jobs import TERMINAL, JobEvent, JobState, advance, retry_delay
-from ..storage import Certificates, Jobs, Tx, WorkOrders
+from ..storage import Certificates, Jobs, Profiles, Tx, WorkOrders
 from .notifications import NotificationOperations
 
 __all__ = ["JobOperations"]
@@ -118,8 +118,7 @@ class JobOperations(NotificationOperations):
         (a job out of reach is as absent as one that does not exist)."""
         job = Jobs(tx).get(call.params["job_id"])
         certificate = Certificates(tx).get(job["certificate_id"])
-        self.require_on_profile(call, permission, {"id": certificate["profile_id"], "name": "",
-                                                   "issuer_id": certificate["issuer_id"]}, hide=True)
+        self.require_on_profile(call, permission, Profiles(tx).get(certificate["profile_id"]), hide=True)
         return job
 
     async def jobs_list(self, call: Call) -> Page:

@@ -14,7 +14,7 @@ from certfleet.shared import wire
 from .. import audit, errors
 from ..core import Call, CoordinatorBase, RawResponse
 from ..metrics import TARGET_EVENTS, liveness
-from ..storage import Agents, Certificates, Targets, Tx
+from ..storage import Agents, Approvals, Certificates, Targets, Tx
 from ..storage.migrations import MIGRATIONS
 from .certificates import certificate_info
 from .fleet import agent_info
@@ -110,9 +110,7 @@ class SystemOperations(CoordinatorBase):
             by_liveness: dict[str, int] = {}
             for agent in agents:
                 by_liveness[agent.liveness] = by_liveness.get(agent.liveness, 0) + 1
-            pending = sum(1 for row in tx.all("SELECT a.profile_id, p.issuer_id FROM approvals a"
-                                              " JOIN profiles p ON p.id = a.profile_id WHERE a.status = 'pending'")
-                          if visible(row))
+            pending = sum(1 for row in Approvals(tx).list("pending") if visible(row))
             return wire.StatusSummary(
                 certificates=counts, expiring_soon=[certificate_info(r) for r in expiring],
                 failing=[certificate_info(r) for r in failing], agents=by_liveness,

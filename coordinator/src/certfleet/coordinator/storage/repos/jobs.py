@@ -160,12 +160,12 @@ class Approvals:
         return _required(self.tx.one("SELECT * FROM approvals WHERE id = ?", (id,)), f"approval {id}")
 
     def list(self, status: str | None = None, *, after: str | None = None, limit: int = ALL_ROWS) -> list[dict[str, Any]]:
+        """With each request's profile's ``issuer_id``, which scope checks need."""
         page, params = _keyset("approvals", "a", ("created_at", "id"), after)
-        if status:
-            return self.tx.all(f"SELECT * FROM approvals a WHERE status = ? AND {page} ORDER BY created_at, id"
-                               " LIMIT ?", (status, *params, limit))
-        return self.tx.all(f"SELECT * FROM approvals a WHERE {page} ORDER BY created_at, id LIMIT ?",
-                           (*params, limit))
+        where, status_params = ("a.status = ?", (status,)) if status else ("1 = 1", ())
+        return self.tx.all(f"SELECT a.*, p.issuer_id FROM approvals a JOIN profiles p ON p.id = a.profile_id"
+                           f" WHERE {where} AND {page} ORDER BY a.created_at, a.id LIMIT ?",
+                           (*status_params, *params, limit))
 
     def decide(self, id: str, *, status: str, decided_by: str | None, note: str, now: int) -> bool:
         return self.tx.execute(
