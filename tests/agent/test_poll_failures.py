@@ -66,4 +66,4 @@ async def test_a_plain_http_port_is_named_in_the_poll_warning(coordinator, tmp_p
         nursery.start_soon(answer_plain_http)
         warning = await _first_poll_warning(agent)
     listener.close()
-    assert f"127.0.0.1:{port}" in warning and "TLS" in warning, warning
+    assert f"127.0.0.1:{port}" in warning and "did not answer in TLS" in warning, warning

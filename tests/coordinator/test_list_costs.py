@@ -61,7 +61,7 @@ async def test_every_list_costs_the_same_statements_for_three_times_the_rows(coo
     assert {name: cost for name, cost in large.items() if cost != small[name]} == {}, small
 
 
-async def test_lists_come_a_page_at_a_time_and_the_client_follows_the_links(coordinator, tmp_path):
+async def test_lists_come_a_page_at_a_time_and_the_client_follows_the_links(coordinator, tmp_path, monkeypatch):
     admin, _ = await admin_client(coordinator)
     agent = await enroll_agent(admin, coordinator, tmp_path / "agent")
     created = [(await admin.call("certificates.create", wire.CertificateCreate(
@@ -84,3 +84,6 @@ async def test_lists_come_a_page_at_a_time_and_the_client_follows_the_links(coor
     listed = [c.id for c in await admin.call("certificates.list")]
     assert (sorted(seen), pages, seen) == (sorted(created), 3, listed)
     assert [c.id for c in await admin.call("certificates.list", query={"limit": 2})] == listed[:2]
+    # With pages of two, the client still brings back the whole list, in order.
+    monkeypatch.setattr("certfleet.coordinator.core.PAGE_LIMIT", 2)
+    assert [c.id for c in await admin.call("certificates.list")] == listed

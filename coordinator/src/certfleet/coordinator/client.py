@@ -8,7 +8,6 @@ what failed and what to do.
 from __future__ import annotations
 
 import ssl
-import urllib.parse
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -72,12 +71,6 @@ def tls_context(ca_bundle: Path | str | None) -> ssl.SSLContext:
     return context
 
 
-def _query_of(url: str) -> dict[str, str]:
-    """The ``after`` and ``limit`` of a next-page link (RFC 8288), as query parameters."""
-    query = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)
-    return {name: values[-1] for name, values in query.items() if name in ("after", "limit")}
-
-
 class ApiClient:
     def __init__(self, base_url: str, *, api_key: str | None, ca_bundle: Path | str | None,
                  timeout: float = 30.0, url_setting: str = "the coordinator URL") -> None:
@@ -111,10 +104,10 @@ class ApiClient:
         next_page = response.links.get("next", {}).get("url")
         if op.paged and next_page and not (query and {"after", "limit"} & set(query)):
             # The whole list unless the caller asked for one page: follow the next links.
+            # The link carries the whole query, ``after`` moved on (RFC 8288).
             while next_page:
-                page_query = {**(query or {}), **_query_of(next_page)}
-                response = await self._send(op, op.url_path(**params), query=page_query)
-                decoded = [*decoded, *msgspec.json.decode(response.content, type=result or op.output or Any)]
+                response = await self._send(op, next_page)
+                decoded.extend(msgspec.json.decode(response.content, type=result or op.output or Any))
                 next_page = response.links.get("next", {}).get("url")
         return decoded
 

@@ -108,7 +108,7 @@ async def _api(args: argparse.Namespace) -> int:
         if not args.token:
             print("certfleet: pass --token or set CERTFLEET_BOOTSTRAP_TOKEN", file=sys.stderr)
             return 2
-        client = ApiClient(args.url, api_key=None, ca_bundle=args.ca_bundle)
+        client = ApiClient(args.url, api_key=None, ca_bundle=args.ca_bundle, url_setting=URL_SETTING)
         run = service.exchange_bootstrap_token
     else:
         if not args.api_key:
