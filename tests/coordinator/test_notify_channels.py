@@ -396,38 +396,28 @@ class _Controller(Controller):
         super()._trigger_server()
 
 
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 @contextlib.contextmanager
 def _smtp_server(mailbox: Mailbox, tls_context: ssl.SSLContext | None) -> Iterator[_Controller]:
     """An aiosmtpd server in its own thread for the length of the ``with``.
 
-    Its logger keeps its records here instead of passing them to the root logger: the
-    server's thread logs while it stops (each cut connection), after the handlers the
-    test run installed may have lost their streams, and those "Logging error"
-    tracebacks buried real failures. The records stay on ``controller.log_records``."""
+    Its logger does not pass its records to the root logger: the server's thread logs
+    while it stops (each cut connection), after the handlers the test run installed
+    may have lost their streams, and those "Logging error" tracebacks buried real
+    failures. (A NullHandler also keeps Python's last-resort stderr handler quiet.)"""
     server_log = logging.getLogger("mail.log")
-    records = _Records()
-    server_log.addHandler(records)
+    silent = logging.NullHandler()
+    server_log.addHandler(silent)
     server_log.propagate = False
     kwargs = {"tls_context": tls_context, "require_starttls": True} if tls_context else {}
     controller = _Controller(
         mailbox, hostname="127.0.0.1", port=0, authenticator=mailbox.authenticate, auth_require_tls=True, **kwargs
     )
-    controller.log_records = records.records
     controller.start()
     try:
         yield controller
     finally:
         controller.stop()
-        server_log.removeHandler(records)
+        server_log.removeHandler(silent)
         server_log.propagate = True
 
 
@@ -454,16 +444,11 @@ def test_the_smtp_server_does_not_log_into_the_test_runs_handlers(mailbox, capsy
     stream = io.StringIO()
     left_behind = logging.StreamHandler(stream)
     stream.close()
-    root = logging.getLogger()
-    level = root.level
+    root = logging.getLogger()  # tests/conftest.py puts its handlers and level back afterwards
     root.addHandler(left_behind)
     root.setLevel(logging.INFO)  # as the coordinator's and the agent's CLIs set it
-    try:
-        with _smtp_server(mailbox, None) as controller, socket.create_connection(("127.0.0.1", controller.port)) as idle:
-            assert idle.recv(1024).startswith(b"220")
-    finally:
-        root.removeHandler(left_behind)
-        root.setLevel(level)
+    with _smtp_server(mailbox, None) as controller, socket.create_connection(("127.0.0.1", controller.port)) as idle:
+        assert idle.recv(1024).startswith(b"220")
     assert "Logging error" not in capsys.readouterr().err
 
 

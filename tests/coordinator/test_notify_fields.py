@@ -25,7 +25,7 @@ def test_every_kind_declares_its_fields():
     assert set(modules) == notify.CHANNEL_KINDS
     for kind, module in modules.items():
         settings, secrets = GOOD[kind]
-        assert set(settings) <= module.SETTINGS and set(secrets) <= module.SECRETS, kind
+        assert (set(settings), set(secrets)) == (module.SETTINGS, module.SECRETS), kind
         assert not module.SETTINGS & module.SECRETS, kind
 
 

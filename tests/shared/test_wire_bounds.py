@@ -15,7 +15,7 @@ from msgspec import inspect
 from certfleet.shared import wire
 from certfleet.shared.api import OPERATIONS
 
-INT64_MAX = 2**63 - 1
+INT64_MAX = wire.INT64_MAX
 
 BOUNDED_BY_VALIDATE = {"CertificateCreate.lifetime_seconds"}
 """Fields whose bound ``validate()`` checks instead, for a message in days rather than
