@@ -20,7 +20,7 @@ import trio
 from certfleet.shared import logs
 from certfleet.shared.connection import InsecureUrl, describe_failure, require_https
 
-from .client import TRUST_HINT, CoordinatorError
+from .client import TIMEOUTS, TRUST_HINT, CoordinatorError
 from .config import (
     CONFIG_ENV,
     DEFAULT_CONFIG_FILE,
@@ -258,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
             url = str(exc.request.url.copy_with(path="/", query=None))
         except RuntimeError:  # raised before a request was made
             url = "the coordinator"
-        print(f"certfleet-agent: {describe_failure(url, exc, trust_hint=TRUST_HINT)}", file=sys.stderr)
+        print(f"certfleet-agent: {describe_failure(url, exc, trust_hint=TRUST_HINT, timeouts=TIMEOUTS)}",
+              file=sys.stderr)
         return 1
     except (EnrollmentError, CoordinatorError, httpx.HTTPError, FileNotFoundError) as exc:
         print(f"certfleet-agent: {str(exc) or type(exc).__name__}", file=sys.stderr)

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import ssl
 import time
 from collections.abc import Callable
@@ -13,6 +11,7 @@ from typing import Any
 
 import httpx
 import msgspec
+import trio
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from certfleet.shared import wire
@@ -20,8 +19,10 @@ from certfleet.shared.agent_token import AUTH_SCHEME, sign_request_token
 from certfleet.shared.api import operation
 from certfleet.shared.connection import require_https
 
-__all__ = ["TRUST_HINT", "CoordinatorClient", "CoordinatorError", "PinMismatch", "pinned_context"]
+__all__ = ["TIMEOUTS", "TRUST_HINT", "CoordinatorClient", "CoordinatorError", "pinned_context"]
 
+TIMEOUTS: tuple[type[BaseException], ...] = (httpx.TimeoutException, trio.TooSlowError)
+"""What a request to the coordinator raises when no answer comes in time."""
 TRUST_HINT = ("the coordinator's certificate must chain to the CA pinned at enrollment (ca_fingerprint);"
               " if the coordinator's CA changed, enroll again with its new fingerprint")
 
@@ -48,10 +49,6 @@ class CoordinatorError(Exception):
                 detail += "; the coordinator's log has the cause"
         self.detail = detail
         super().__init__(f"{status} {self.slug}: {detail}" if self.slug else f"{status} {detail}")
-
-
-class PinMismatch(Exception):
-    """The TLS handshake did not chain to the pinned coordinator CA."""
 
 
 def pinned_context(ca_pem: bytes) -> ssl.SSLContext:
@@ -82,20 +79,6 @@ class CoordinatorClient:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def check_handshake_anchor(self, fingerprint: str) -> None:
-        """Connect and check that the TLS handshake chained to the CA certificate whose
-        SHA-256 is ``fingerprint``; raises :class:`PinMismatch` if it did not, and
-        ``httpx.TransportError`` (certificate verification included) if it failed.
-
-        The context trusts the pinned CA alone, so a completed handshake already
-        chained to it; reading the verified chain back makes that explicit rather than
-        a consequence of how the context was built."""
-        async with self._client.stream("GET", operation("pki.ca-bundle").path) as response:
-            ssl_object = response.extensions["network_stream"].get_extra_info("ssl_object")
-            anchor = _verified_anchor(ssl_object)
-        if anchor is None or not hmac.compare_digest(hashlib.sha256(anchor).hexdigest(), fingerprint):
-            raise PinMismatch("the coordinator's TLS handshake did not chain to the pinned CA")
-
     async def call(self, name: str, body: msgspec.Struct | None = None, *,
                    query: dict[str, Any] | None = None, **params: str) -> Any:
         """Call a catalogue operation; raises :class:`CoordinatorError` on 4xx and
@@ -122,15 +105,3 @@ class CoordinatorClient:
                 problem = {}
             raise CoordinatorError(response.status_code, problem, request_id=response.headers.get("X-Request-Id"))
         return msgspec.json.decode(response.content, type=op.output)
-
-
-def _verified_anchor(ssl_object: ssl.SSLObject | None) -> bytes | None:
-    """The DER certificate the handshake's verified chain ends at (its trust anchor)."""
-    if ssl_object is None:
-        return None
-    if hasattr(ssl_object, "get_verified_chain"):  # Python 3.13 and later
-        chain = ssl_object.get_verified_chain()
-        return bytes(chain[-1]) if chain else None
-    # Before 3.13 the same OpenSSL call is reachable only on the private object.
-    chain = ssl_object._sslobj.get_verified_chain()  # noqa: SLF001
-    return ssl.PEM_cert_to_DER_cert(chain[-1].public_bytes()) if chain else None

@@ -19,7 +19,7 @@ from certfleet.shared import wire
 from certfleet.shared.api import operation
 from certfleet.shared.connection import describe_failure
 
-from .client import TRUST_HINT, CoordinatorClient, CoordinatorError
+from .client import TIMEOUTS, TRUST_HINT, CoordinatorClient, CoordinatorError
 from .config import AgentConfig, AgentPaths, load_identity
 from .discovery.inventory import Delta, commit_delta
 from .discovery.service import DiscoveryService
@@ -176,10 +176,8 @@ class Agent:
     def _failure(self, exc: Exception) -> str:
         """One line for a failed request: what failed on the way to the coordinator
         (DNS, refused, TLS verification, not TLS) rather than httpx's often empty text."""
-        if isinstance(exc, httpx.TransportError):
-            return describe_failure(self.client.base_url, exc, trust_hint=TRUST_HINT)
-        if isinstance(exc, trio.TooSlowError):
-            return f"no answer from {self.client.base_url} in time"
+        if isinstance(exc, httpx.TransportError | trio.TooSlowError):
+            return describe_failure(self.client.base_url, exc, trust_hint=TRUST_HINT, timeouts=TIMEOUTS)
         return str(exc) or type(exc).__name__
 
     async def _back_off(self, failures: int, exc: Exception) -> int:

@@ -7,10 +7,10 @@ is a secret), in three steps:
 1. Fetch the CA the coordinator offers, over a connection not yet verified, and keep
    the certificate whose fingerprint is the pin (constant-time). The CA is public:
    anyone in the path can serve it, so having it proves nothing yet.
-2. Connect again trusting that CA alone, and check that the chain the TLS handshake
-   verified ends at the pinned certificate. A machine in the path that serves the real
-   CA file but terminates TLS with its own certificate fails here.
-3. Only then send the token, on that verified connection.
+2. Send the token on a connection whose TLS context trusts that CA alone: the
+   handshake completes only if the coordinator's chain ends at the pinned
+   certificate. A machine in the path that serves the real CA file but terminates TLS
+   with its own certificate fails the handshake, before a byte of the request goes.
 
 Nothing is written unless registration succeeds.
 """
@@ -32,7 +32,7 @@ from certfleet.shared.api import operation
 from certfleet.shared.connection import InsecureUrl, describe_failure, display_url, require_https
 from certfleet.shared.pki import certificate_fingerprint
 
-from .client import CoordinatorClient, CoordinatorError, PinMismatch
+from .client import CoordinatorClient, CoordinatorError
 from .config import AgentConfig, AgentPaths, save_identity
 from .files import write_atomic
 
@@ -114,23 +114,17 @@ async def enroll(paths: AgentPaths, *, coordinator: str, token: str, ca_fingerpr
     ca_pem = await _fetch_offered_ca(coordinator, fingerprint)
     identity = ed25519.Ed25519PrivateKey.generate()
     client = CoordinatorClient(coordinator, ca_pem=ca_pem)
+    # The client trusts the pinned CA alone: the token goes out only inside a handshake
+    # that chained to it, so a failed handshake has sent nothing.
     try:
-        try:
-            await client.check_handshake_anchor(fingerprint)
-        except PinMismatch:
-            raise EnrollmentError(f"refusing to send the token to {display_url(coordinator)}: {PIN_HINT}") from None
-        except httpx.TransportError as exc:
-            if isinstance(exc, httpx.TimeoutException):
-                raise
-            raise EnrollmentError("refusing to send the token: "
-                                  + describe_failure(coordinator, exc, trust_hint=PIN_HINT)) from None
         response: wire.EnrollResponse = await client.call("agent.enroll", wire.EnrollRequest(
             token=token, name=name or socket.gethostname(),
             public_key=jws.public_key_raw(identity.public_key()), labels=labels or {}))
     except httpx.TimeoutException:
         raise EnrollmentError(f"no answer from {display_url(coordinator)}: check the address") from None
     except httpx.TransportError as exc:
-        raise EnrollmentError(describe_failure(coordinator, exc, trust_hint=PIN_HINT)) from None
+        raise EnrollmentError("refusing to send the token: "
+                              + describe_failure(coordinator, exc, trust_hint=PIN_HINT)) from None
     except CoordinatorError as exc:
         raise _refusal(coordinator, exc) from None
     finally:

@@ -73,10 +73,13 @@ _NOT_TLS = ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "HTTP_REQUEST", "PAC
             "UNKNOWN_PROTOCOL")
 
 
-def describe_failure(url: str, exc: BaseException, *, trust_hint: str) -> str:
+def describe_failure(url: str, exc: BaseException, *, trust_hint: str,
+                     timeouts: tuple[type[BaseException], ...] = ()) -> str:
     """One line for a connection to ``url`` that failed with ``exc``: DNS, refused,
-    TLS verification or a protocol mismatch, and what to do. ``trust_hint`` says how
-    to fix the trust anchor when the coordinator's certificate does not verify."""
+    TLS verification, a protocol mismatch or no answer in time, and what to do.
+    ``trust_hint`` says how to fix the trust anchor when the coordinator's certificate
+    does not verify; ``timeouts`` names the caller's I/O library's timeout errors
+    (under trio an HTTP timeout is not a :class:`TimeoutError`)."""
     shown = display_url(url)
     parts = urlsplit(url)
     host = parts.hostname or "?"
@@ -100,7 +103,7 @@ def describe_failure(url: str, exc: BaseException, *, trust_hint: str) -> str:
         if isinstance(cause, ssl.SSLError):
             return (f"cannot reach {shown}: TLS handshake failed ({cause.reason or cause}):"
                     " the coordinator speaks TLS 1.3; check that the URL names it")
-        if isinstance(cause, TimeoutError | socket.timeout):
+        if isinstance(cause, (TimeoutError, socket.timeout, *timeouts)):
             return f"cannot reach {shown}: no answer in time: check the address and any firewall in between"
     for cause in _causes(exc):
         if isinstance(cause, OSError) and cause.strerror:
