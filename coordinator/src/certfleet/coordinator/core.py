@@ -4,6 +4,7 @@ authorization helpers and the audit append."""
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -27,11 +28,23 @@ from .metrics import Metrics
 from .secretbox import audit_chain_key
 from .storage import Agents, ApiKeys, Database, Grants, Profiles, RateLimits, Roles, Tx
 
-__all__ = ["Call", "CoordinatorBase", "Page", "RawResponse", "new_id"]
+__all__ = ["CONTROL_CHARACTERS", "Call", "CoordinatorBase", "Page", "RawResponse", "new_id", "printable"]
 
 SEEN_PRECISION = 10
 """Seconds an agent's ``last_seen_at`` may lag: liveness counts in minutes, and a row
 write on every request of a busy agent would cost more than the precision is worth."""
+
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+"""C0, DEL and C1: what :func:`printable` spells ``\\xNN``."""
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters (C0, DEL, C1) spelt ``\\xNN``. What a
+    certificate says about itself, or a file's name, reaches operators' terminals and
+    notifications: a hostile one must not move a cursor, nor be refused and take the
+    rest of its report with it. The same text always escapes the same way, so a
+    removal still finds its record."""
+    return CONTROL_CHARACTERS.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
 
 
 @dataclass(frozen=True)

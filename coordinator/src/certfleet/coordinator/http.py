@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import msgspec
-from quart import Response, current_app, has_app_context, request
+from quart import Response, current_app, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -33,7 +33,7 @@ from .agent_installer import AgentInstaller
 from .auth.principal import ANONYMOUS, Principal, RequestMeta
 from .auth.ratelimit import AuthFailureLimiter
 from .auth.rbac import GLOBAL
-from .core import Call, Page, RawResponse
+from .core import CONTROL_CHARACTERS, Call, Page, RawResponse, printable
 from .openapi import openapi_document
 from .service import MAX_POLL_WAIT, Coordinator, handler_name
 
@@ -76,12 +76,11 @@ def _problem(error: errors.CertfleetError) -> Response:
 def _http_problem(exc: HTTPException) -> errors.CertfleetError:
     """Errors raised by routing and body handling, before any operation runs."""
     allowed = sorted(getattr(exc, "valid_methods", None) or [])
-    body_timeout = current_app.config["BODY_TIMEOUT"] if has_app_context() else BODY_TIMEOUT
     details = {
         400: "the request could not be read",
         404: f"no operation at {request.path}" if request else "no such path",
         405: f"{request.method if request else 'this method'} is not allowed here; use {', '.join(allowed)}",
-        408: f"the request body did not arrive within {body_timeout:g} seconds; send it again",
+        408: f"the request body did not arrive within {current_app.config['BODY_TIMEOUT']:g} seconds; send it again",
         413: f"request bodies are limited to {MAX_BODY_BYTES} bytes",
         415: "unsupported media type",
     }
@@ -131,19 +130,14 @@ async def _read_body(op: Operation) -> tuple[Any, str]:
 
 
 MAX_QUERY_TEXT = 1024
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def _escaped(text: str) -> str:
-    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
 
 
 def _check_path(params: dict[str, str]) -> None:
     """No id or name holds a control character, so a path naming one names nothing
     (and PostgreSQL, which cannot compare with NUL, is never asked)."""
     for name, value in params.items():
-        if _CONTROL.search(value):
-            raise errors.NotFound(f"{name} '{_escaped(value)}' does not exist")
+        if CONTROL_CHARACTERS.search(value):
+            raise errors.NotFound(f"{name} '{printable(value)}' does not exist")
 
 
 def _decode_query(op: Operation) -> dict[str, Any]:
@@ -163,7 +157,7 @@ def _decode_query(op: Operation) -> dict[str, Any]:
             if not 0 <= value <= wire.INT64_MAX:
                 raise errors.BadRequest(f"query parameter {name!r} must be an integer from 0 to {wire.INT64_MAX}")
             query[name] = value
-        elif len(raw) > MAX_QUERY_TEXT or _CONTROL.search(raw):
+        elif len(raw) > MAX_QUERY_TEXT or CONTROL_CHARACTERS.search(raw):
             raise errors.BadRequest(f"query parameter {name!r} must be at most {MAX_QUERY_TEXT} characters,"
                                     " without control characters")
         else:
@@ -237,7 +231,7 @@ def _view(op: Operation, handler: Handler, coordinator: Coordinator, limiter: Au
         """Audit refusals: every failed authentication, every denial, every failed change."""
         outcome = _OUTCOMES.get(error.status, "failed")
         if error.status in _OUTCOMES or (op.mutating and error.status < 500):
-            resource = _escaped("-".join(call.params.values())) or "-"
+            resource = printable("-".join(call.params.values())) or "-"
             failures = await coordinator.record_refusal(
                 call, outcome=outcome, resource_type=op.name.split(".")[0], resource_id=resource,
                 details={"problem": error.slug}, count_failure=error.status == 401)

@@ -29,7 +29,8 @@ _HTTP_CHANNELS: dict[str, ModuleType] = {
     "pagerduty": pagerduty,
     "opsgenie": opsgenie,
 }
-CHANNEL_KINDS = frozenset({*_HTTP_CHANNELS, "email"})
+_CHANNELS: dict[str, ModuleType] = {**_HTTP_CHANNELS, "email": email}
+CHANNEL_KINDS = frozenset(_CHANNELS)
 
 
 def validate(kind: str, settings: Mapping[str, Any], secrets: Mapping[str, str]) -> None:
@@ -52,10 +53,8 @@ def validate(kind: str, settings: Mapping[str, Any], secrets: Mapping[str, str])
 
 
 def _module(kind: str) -> ModuleType:
-    if kind == "email":
-        return email
-    if kind in _HTTP_CHANNELS:
-        return _HTTP_CHANNELS[kind]
+    if kind in _CHANNELS:
+        return _CHANNELS[kind]
     raise ValueError(f"unknown channel kind {kind!r}; expected one of {', '.join(sorted(CHANNEL_KINDS))}")
 
 
@@ -80,10 +79,11 @@ async def deliver(
     try:
         # Not validate(): a channel stored before unknown fields were refused still
         # delivers; its extra fields are ignored, as they always were.
-        _module(kind).validate(settings, secrets)
+        module = _module(kind)
+        module.validate(settings, secrets)
     except ValueError as exc:
         raise DeliveryError(kind, f"invalid configuration: {exc}", retryable=False) from None
-    if kind == "email":
+    if module is email:
         await email.deliver(settings, secrets, event, timeout=timeout)
     else:
-        await _HTTP_CHANNELS[kind].deliver(settings, secrets, event, client=client, timeout=timeout)
+        await module.deliver(settings, secrets, event, client=client, timeout=timeout)

@@ -18,14 +18,20 @@ from cryptography.hazmat.primitives import serialization
 
 from certfleet.shared import wire
 from certfleet.shared.pki import CsrError, certificate_fingerprint, parse_csr
+from certfleet.shared.wire.agent import (
+    MAX_REPORT_DETAIL,
+    MAX_REPORT_ORDER_ID,
+    MAX_REPORT_REASON,
+    MAX_RESULT_DETAIL,
+    MAX_RESULT_FINGERPRINT,
+)
 from certfleet.shared.workorder import OrderKind
 
 from .. import errors
-from ..core import Call, CoordinatorBase
+from ..core import Call, CoordinatorBase, printable
 from ..lifecycle.jobs import TERMINAL, JobEvent, JobState
 from ..storage import Agents, Certificates, Issuers, Tx, WorkOrders
 from .certificates import certificate_info
-from .discovery import printable
 
 __all__ = ["MAX_POLL_WAIT", "AgentOperations"]
 
@@ -42,17 +48,17 @@ def _escaped_result(result: wire.OrderResult) -> wire.OrderResult:
     reaches operators' terminals and notifications, PostgreSQL cannot store NUL, and a
     result refused for its text would leave the order open and the agent retrying it
     for ever. Kept to the wire's length limit."""
-    limit = 8192
     fingerprint = result.fingerprint_sha256
-    return msgspec.structs.replace(result, detail=printable(result.detail)[:limit],
-                                   fingerprint_sha256=None if fingerprint is None else printable(fingerprint)[:64])
+    return msgspec.structs.replace(result, detail=printable(result.detail)[:MAX_RESULT_DETAIL],
+                                   fingerprint_sha256=None if fingerprint is None else printable(fingerprint)[:MAX_RESULT_FINGERPRINT])
 
 
 def _escaped_report(report: wire.AgentReport) -> wire.AgentReport:
     """``report`` with the text the agent wrote spelt printable, as results are."""
     return msgspec.structs.replace(
-        report, reason=printable(report.reason)[:64], detail=printable(report.detail)[:2048],
-        order_id=None if report.order_id is None else printable(report.order_id)[:128])
+        report, reason=printable(report.reason)[:MAX_REPORT_REASON],
+        detail=printable(report.detail)[:MAX_REPORT_DETAIL],
+        order_id=None if report.order_id is None else printable(report.order_id)[:MAX_REPORT_ORDER_ID])
 
 
 def _spki_sha256(public_key: Any) -> str:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import posixpath
 import random
-import re
 from typing import Any
 
 import msgspec
@@ -33,14 +32,13 @@ from certfleet.shared.pki import KeyType, NameError_, normalize_name, normalize_
 from .. import errors
 from ..auth.rbac import GLOBAL
 from ..ca.policy import SHORT_LIVED_MAX
-from ..core import Call, new_id
+from ..core import Call, new_id, printable
 from ..lifecycle.planning import plan_renewal
 from ..storage import Certificates, DiscoveredCertificates, RenewalPolicies, Tx
 from .certificates import _check_policy, certificate_info, profile_policy
 from .renewal import RenewalOperations, _policy
 
-__all__ = ["MAX_FINDS_PER_AGENT", "DiscoveryOperations", "discovery_info", "names_of_find", "printable",
-           "sibling_key_path"]
+__all__ = ["MAX_FINDS_PER_AGENT", "DiscoveryOperations", "discovery_info", "names_of_find", "sibling_key_path"]
 
 MAX_FINDS_PER_AGENT = 100_000
 """Present finds one agent may have: a broken or hostile agent cannot fill the database."""
@@ -48,16 +46,6 @@ PAGE_DEFAULT, PAGE_MAX = 100, 1000
 STATUSES = ("unmanaged", "managed", "dismissed")
 SOURCES = ("filesystem", "network")
 _rng = random.SystemRandom()
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def printable(text: str) -> str:
-    """``text`` with control characters (C0, DEL, C1) spelt ``\\xNN``. What a
-    certificate says about itself, or a file's name, reaches operators' terminals and
-    notifications: a hostile one must not move a cursor, nor be refused and take the
-    rest of its report with it. The same text always escapes the same way, so a
-    removal still finds its record."""
-    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
 
 
 def discovery_info(row: dict[str, Any]) -> wire.DiscoveredCertificateInfo:

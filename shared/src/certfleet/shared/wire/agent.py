@@ -160,10 +160,22 @@ class DeploymentFacts(Message):
     """The leaf the post-deploy check saw being served."""
 
 
+MAX_RESULT_DETAIL = 8192
+"""Characters of an order result's ``detail``."""
+MAX_RESULT_FINGERPRINT = 64
+"""Characters of an order result's ``fingerprint_sha256``."""
+MAX_REPORT_REASON = 64
+"""Characters of an agent report's ``reason``."""
+MAX_REPORT_ORDER_ID = 128
+"""Characters of an agent report's ``order_id``."""
+MAX_REPORT_DETAIL = 2048
+"""Characters of an agent report's ``detail``."""
+
+
 class OrderResult(Message):
     status: Literal["succeeded", "failed"]
-    detail: Annotated[str, msgspec.Meta(max_length=8192)] = ""
-    fingerprint_sha256: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    detail: Annotated[str, msgspec.Meta(max_length=MAX_RESULT_DETAIL)] = ""
+    fingerprint_sha256: Annotated[str, msgspec.Meta(max_length=MAX_RESULT_FINGERPRINT)] | None = None
     retryable: bool = True
     """False when trying again cannot help (the coordinator refused the CSR)."""
     deployment: DeploymentFacts | None = None
@@ -176,9 +188,9 @@ class AgentReport(Message):
     event: Literal["work-order-refused", "certificate-drift"]
     """``certificate-drift``: a file certfleet deployed was changed by something else
     (``detail`` names the file, the expected and the seen SHA-256)."""
-    reason: Annotated[str, msgspec.Meta(max_length=64)]
-    order_id: Annotated[str, msgspec.Meta(max_length=128)] | None = None
-    detail: Annotated[str, msgspec.Meta(max_length=2048)] = ""
+    reason: Annotated[str, msgspec.Meta(max_length=MAX_REPORT_REASON)]
+    order_id: Annotated[str, msgspec.Meta(max_length=MAX_REPORT_ORDER_ID)] | None = None
+    detail: Annotated[str, msgspec.Meta(max_length=MAX_REPORT_DETAIL)] = ""
 
 
 class ResultAck(Message):
