@@ -18,7 +18,6 @@ from tests.conftest import postgres_admin_url
 from tests.support import admin_client
 
 CLI = str(Path(sys.executable).with_name("certfleet"))
-SQLITE_ONLY = pytest.mark.parametrize("database_url", [None])
 
 
 def _verify(*args: str, **env: str) -> subprocess.CompletedProcess:

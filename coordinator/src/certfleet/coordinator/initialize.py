@@ -71,7 +71,7 @@ def _create(tx: Tx, master: MasterKey, settings: Settings, now: int, pki_base: s
     root = create_root("certfleet root CA", now=now)
     # The same CRL, OCSP and CA-issuer links as every CA created later through the API.
     issuing = root.create_subordinate("certfleet issuing CA", now=now,
-                                      links=IssuerLinks.under(pki_base, "iss_root") if pki_base else IssuerLinks())
+                                      links=IssuerLinks.under(pki_base, "iss_root"))
     issuers = Issuers(tx)
     for id, name, kind, parent, authority, chain in (
         ("iss_root", ROOT_NAME, "root", None, root, ""),
@@ -190,9 +190,9 @@ def check_tls_pair(cert_path: Path, key_path: Path) -> None:
         raise InitializationError(f"the TLS certificate {cert_path} has expired")
 
 
-async def initialize(settings: Settings, database: Database, *, now: int, pki_base: str = "") -> CoordinatorKeys:
-    """``pki_base``: where relying parties reach the PKI endpoints, written into the
-    issuing CA's certificate when this start creates it."""
+async def initialize(settings: Settings, database: Database, *, now: int, pki_base: str) -> CoordinatorKeys:
+    """``pki_base``: where relying parties reach the PKI endpoints (``Coordinator.pki_base()``),
+    written into the issuing CA's certificate when this start creates it."""
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
         master = MasterKey.load_or_create(settings.data_dir / "master.key", settings.master_key)
@@ -200,7 +200,7 @@ async def initialize(settings: Settings, database: Database, *, now: int, pki_ba
         raise InitializationError(str(exc)) from exc
     await migrate(database, now=now)
     try:
-        bootstrap_token = await database.transact(lambda tx: _create(tx, master, settings, now, pki_base.rstrip("/")))
+        bootstrap_token = await database.transact(lambda tx: _create(tx, master, settings, now, pki_base))
     except Conflict:
         bootstrap_token = None  # another coordinator initialized the database first
     root, issuing, issuing_id, kid, order_key = await database.transact(lambda tx: _load(tx, master))

@@ -16,6 +16,7 @@ from typing import Any
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
+from hypercorn.utils import repr_socket_addr
 
 from certfleet.shared.pki import certificate_fingerprint
 
@@ -24,7 +25,7 @@ from .http import create_app
 from .initialize import InitializationError, announce_bootstrap_token, bootstrap_pending, ensure_tls, initialize
 from .leadership import Leadership
 from .service import Coordinator
-from .settings import Settings
+from .settings import Settings, split_host_port
 from .storage import open_database
 
 __all__ = ["Running", "TLS13Config", "run_coordinator"]
@@ -68,8 +69,7 @@ class _AlertFlushingContext(ssl.SSLContext):
     def wrap_bio(self, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO, *args: object,
                  **kwargs: object) -> ssl.SSLObject:
         wrapped = super().wrap_bio(incoming, outgoing, *args, **kwargs)  # type: ignore[arg-type]
-        if isinstance(wrapped, _AlertFlushingSSLObject):
-            wrapped._outgoing = outgoing
+        wrapped._outgoing = outgoing  # type: ignore[attr-defined]  # sslobject_class above
         return wrapped
 
 
@@ -117,28 +117,36 @@ async def _maintenance(coordinator: Coordinator, leadership: Leadership, interva
                 await trio.sleep(interval)
 
 
-def _bind_api(listen: str) -> socket.socket:
-    """The HTTPS listener's socket, bound (not yet listening) as hypercorn would bind it.
+def _bind(address: str, *, malformed: str, cannot: Callable[[str], str],
+          in_use: str | None = None) -> socket.socket:
+    """A listener's socket for ``address`` (``HOST:PORT``), bound (not yet listening)
+    as hypercorn would bind it.
 
-    Raises :class:`InitializationError` in one line when the address is taken or cannot
-    be bound."""
-    host, _, port_text = listen.rpartition(":")
-    host = host.strip("[]")
+    Raises :class:`InitializationError` in one line: ``malformed`` when the address is
+    not ``HOST:PORT``, ``in_use`` (if given) when the port is taken, else
+    ``cannot(reason)`` when it cannot be bound."""
+    host, port_text = split_host_port(address)
     try:
         port = int(port_text)
-    except ValueError:
-        raise InitializationError(f"--listen {listen!r} is not HOST:PORT (e.g. 127.0.0.1:8443)") from None
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    except (ValueError, OSError):
+        raise InitializationError(malformed) from None
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise InitializationError(f"{listen} is in use") from None
-        raise InitializationError(f"cannot listen on {listen}: {exc.strerror or exc}") from None
+        if in_use is not None and exc.errno == errno.EADDRINUSE:
+            raise InitializationError(in_use) from None
+        raise InitializationError(cannot(str(exc.strerror or exc))) from None
     return sock
+
+
+def _bind_api(listen: str) -> socket.socket:
+    """The HTTPS listener's bound socket (see :func:`_bind`)."""
+    return _bind(listen, malformed=f"--listen {listen!r} is not HOST:PORT (e.g. 127.0.0.1:8443)",
+                 in_use=f"{listen} is in use", cannot=lambda reason: f"cannot listen on {listen}: {reason}")
 
 
 async def run_coordinator(
@@ -162,9 +170,11 @@ async def run_coordinator(
         # The PKI listener's address goes into the CA certificates made on first
         # start, so it is bound before them (port 0 tells its port only once bound).
         pki_socket, pki_url = _bind_pki(settings)
+        public_url = settings.public_url or f"https://{repr_socket_addr(api_socket.family, api_socket.getsockname())}"
         database = await trio.to_thread.run_sync(open_database, settings.database_url, settings.data_dir)
         now = int(time.time())
-        keys = await initialize(settings, database, now=now, pki_base=pki_url or settings.public_url or "")
+        # The rule of Coordinator.pki_base(), which has no coordinator to ask yet.
+        keys = await initialize(settings, database, now=now, pki_base=(pki_url or public_url).rstrip("/"))
         cert_path, key_path = ensure_tls(settings, keys, now)
         coordinator = Coordinator(database, keys, work_order_ttl=settings.work_order_ttl)
         coordinator.scan_interval = settings.discovery_scan_interval
@@ -215,7 +225,7 @@ async def run_coordinator(
                                                              installer=installer)),
                     config, shutdown_trigger=trigger))
                 url = binds[0]
-                coordinator.public_url = settings.public_url or url
+                coordinator.public_url = public_url
                 log.info("coordinator listening on %s", url)
                 # Printed only now that the start can no longer fail before it is usable.
                 if keys.bootstrap_token and announce_token:
@@ -263,22 +273,10 @@ def _bind_pki(settings: Settings) -> tuple[socket.socket | None, str | None]:
     bind = settings.pki_bind
     if bind is None:
         return None, settings.pki_public_url
-    host, _, port_text = bind.rpartition(":")
-    host = host.strip("[]")
-    try:
-        port = int(port_text)
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-    except (ValueError, OSError) as exc:
-        raise InitializationError(f"CERTFLEET_PKI_LISTEN {bind!r} is not HOST:PORT") from exc
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise InitializationError(
-            f"cannot listen for CRL and OCSP requests on {bind} ({exc.strerror or exc}): set CERTFLEET_PKI_LISTEN"
-            " to a free HOST:PORT, or to off") from exc
+    sock = _bind(bind, malformed=f"CERTFLEET_PKI_LISTEN {bind!r} is not HOST:PORT",
+                 cannot=lambda reason: f"cannot listen for CRL and OCSP requests on {bind} ({reason}):"
+                                       " set CERTFLEET_PKI_LISTEN to a free HOST:PORT, or to off")
+    host, _ = split_host_port(bind)
     bound_port = sock.getsockname()[1]
     url_host = f"[{host}]" if ":" in host else host
     return sock, (settings.pki_public_url or f"http://{url_host}:{bound_port}").rstrip("/")

@@ -8,12 +8,18 @@ from pathlib import Path
 
 from certfleet.shared.paths import state_dir
 
-__all__ = ["DEFAULT_PKI_PORT", "Settings", "default_data_dir"]
+__all__ = ["DEFAULT_PKI_PORT", "Settings", "default_data_dir", "split_host_port"]
 
 DEFAULT_PKI_PORT = 8080
 """Where relying parties fetch CRLs, OCSP answers and CA certificates over plain
 HTTP: the links in certificates must be ``http://`` (RFC 5280 §4.2.1.13; nginx will
 not staple OCSP from an ``https`` responder)."""
+
+
+def split_host_port(address: str) -> tuple[str, str]:
+    """``HOST:PORT`` as ``(host, port text)``, an IPv6 host without its brackets."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), port
 
 
 def default_data_dir() -> Path:
@@ -72,7 +78,8 @@ class Settings:
         """The ``HOST:PORT`` the PKI listener binds, ``None`` when it is off."""
         if self.pki_listen is not None:
             return None if self.pki_listen.strip().lower() == "off" else self.pki_listen
-        host, _, port = self.listen.rpartition(":")
+        host, port = split_host_port(self.listen)
+        host = f"[{host}]" if ":" in host else host
         return f"{host}:{0 if port == '0' else DEFAULT_PKI_PORT}"
 
     @property
