@@ -159,9 +159,7 @@ class LeafOptions:
 
     ekus: tuple[str, ...] = ("server-auth", "client-auth")
     must_staple: bool = False
-    crl_url: str | None = None
-    ocsp_url: str | None = None
-    ca_issuers_url: str | None = None
+    links: IssuerLinks = IssuerLinks()
     extra_extensions: tuple[tuple[x509.ExtensionType, bool], ...] = field(default=())
 
 
@@ -220,7 +218,7 @@ class CertificateAuthority:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
             .add_extension(self._aki(), critical=False)
         )
-        builder = IssuerLinks(options.crl_url, options.ocsp_url, options.ca_issuers_url).add_to(builder)
+        builder = options.links.add_to(builder)
         if options.must_staple:
             builder = builder.add_extension(x509.TLSFeature([x509.TLSFeatureType.status_request]), critical=False)
         for extension, critical in options.extra_extensions:

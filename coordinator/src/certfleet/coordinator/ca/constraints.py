@@ -62,19 +62,20 @@ def check_name_constraints(names: Sequence[str], chain: Iterable[x509.Certificat
                 raise ConstraintViolation(f"{name} is outside the names permitted by {subject}")
 
 
-def _subtrees_overlap(child: x509.GeneralName, parent: x509.GeneralName) -> bool | None:
-    """Whether two permitted subtrees share any name; ``None`` when their types differ."""
-    if type(child) is not type(parent):
-        return None
+def _dns_overlap(a: str, b: str) -> bool:
+    """Whether two DNS subtrees (a leading dot: subdomains only) share any name."""
+    return _dns_within(a.lstrip("."), b) or _dns_within(b.lstrip("."), a) or a.lstrip(".") == b.lstrip(".")
+
+
+def _subtrees_overlap(child: x509.GeneralName, parent: x509.GeneralName) -> bool:
+    """Whether two permitted subtrees of the same type share any name."""
     if isinstance(child, x509.IPAddress):
         return child.value.version == parent.value.version and child.value.overlaps(parent.value)  # type: ignore[union-attr]
     if isinstance(child, x509.DNSName):
-        a, b = child.value.lower().rstrip("."), parent.value.lower().rstrip(".")
-        return _dns_within(a.lstrip("."), b) or _dns_within(b.lstrip("."), a) or a.lstrip(".") == b.lstrip(".")
+        return _dns_overlap(child.value.lower().rstrip("."), parent.value.lower().rstrip("."))
     if isinstance(child, x509.RFC822Name):
         # A mailbox, a host or a domain (leading dot): compare the host parts.
-        a, b = child.value.lower().rsplit("@", 1)[-1], parent.value.lower().rsplit("@", 1)[-1]
-        return _dns_within(a.lstrip("."), b) or _dns_within(b.lstrip("."), a) or a.lstrip(".") == b.lstrip(".")
+        return _dns_overlap(child.value.lower().rsplit("@", 1)[-1], parent.value.lower().rsplit("@", 1)[-1])
     return child == parent
 
 
@@ -90,7 +91,7 @@ def check_subordinate_constraints(permitted: Iterable[x509.GeneralName], chain: 
             continue
         above = list(constraints.permitted_subtrees or ())
         for subtree in permitted:
-            same_type = [p for p in above if _subtrees_overlap(subtree, p) is not None]
+            same_type = [p for p in above if type(p) is type(subtree)]
             if same_type and not any(_subtrees_overlap(subtree, p) for p in same_type):
                 raise ConstraintViolation(
                     f"permitted {subtree.value} does not overlap the names "

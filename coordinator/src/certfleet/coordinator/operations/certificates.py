@@ -13,7 +13,7 @@ from certfleet.shared.workorder import OrderKind, sign_work_order
 
 from .. import errors
 from ..auth.rbac import Scope
-from ..ca.authority import IssuedCertificate, LeafOptions, LifetimeBeyondIssuer
+from ..ca.authority import IssuedCertificate, IssuerLinks, LeafOptions, LifetimeBeyondIssuer
 from ..ca.constraints import ConstraintViolation, check_name_constraints
 from ..ca.policy import PolicyViolation, check_issuance, default_lifetime, validate_policy
 from ..core import Call, Page, new_id, page_request, paged
@@ -333,13 +333,11 @@ class CertificateOperations(JobOperations, TargetOperations):
         _check_policy(policy, key_type=key_type, names=names, lifetime=certificate["lifetime_seconds"])
         issuer = self._check_constraints(tx, profile, names)
         self._check_issuer_lifetime(issuer, certificate["lifetime_seconds"])
-        base = self.pki_base()
-        revocable = not policy.short_lived
-        options = LeafOptions(
-            ekus=tuple(policy.ekus), must_staple=policy.must_staple,
-            crl_url=f"{base}/.well-known/pki/crl/{issuer['id']}" if revocable else None,
-            ocsp_url=f"{base}/.well-known/pki/ocsp/{issuer['id']}" if revocable else None,
-            ca_issuers_url=f"{base}/.well-known/pki/ca/{issuer['id']}")
+        links = IssuerLinks.under(self.pki_base(), issuer["id"])
+        if policy.short_lived:
+            # Short-lived certificates are not revocable: no CRL or OCSP to point at.
+            links = IssuerLinks(ca_issuers_url=links.ca_issuers_url)
+        options = LeafOptions(ekus=tuple(policy.ekus), must_staple=policy.must_staple, links=links)
         issued = self.authorities.authority(issuer).issue(public_key, names,
                                                           lifetime_seconds=certificate["lifetime_seconds"],
                                                           now=self.now(), options=options)

@@ -34,9 +34,9 @@ def issuer_info(row: dict[str, Any]) -> wire.IssuerInfo:
                            revoked_at=row.get("revoked_at"), revocation_reason=row.get("revocation_reason"))
 
 
-def serial_hex(row: dict[str, Any]) -> str:
-    """The issuer certificate's serial as OCSP requests and CRL entries name it."""
-    return format(x509.load_pem_x509_certificate(row["certificate_pem"].encode()).serial_number, "x")
+def serial_hex(certificate: x509.Certificate) -> str:
+    """A CA certificate's serial as OCSP requests and CRL entries name it."""
+    return format(certificate.serial_number, "x")
 
 
 def _pem(certificate: x509.Certificate) -> str:
@@ -151,7 +151,7 @@ class HierarchyOperations(CoordinatorBase):
             if constraints is not None and (extension := constraints.extension()) is not None:
                 try:
                     check_subordinate_constraints(extension.permitted_subtrees or (),
-                                                  [parent.certificate, *self.authorities.chain(parent_row)])
+                                                  self.authorities.chain(parent_row))
                 except ConstraintViolation as exc:
                     raise errors.UnprocessableEntity(f"{exc}: a CA under {body.parent} could issue for nothing;"
                                                      " permit names inside the parent's",
@@ -270,7 +270,8 @@ class HierarchyOperations(CoordinatorBase):
                 raise errors.Conflict(f"issuer {row['name']} is already revoked", slug="already-revoked")
             now = self.now()
             issuers.revoke(row["id"], reason=body.reason, now=now)
-            Ocsp(tx).invalidate(row["parent_id"], serial_hex(row))
+            Ocsp(tx).invalidate(row["parent_id"],
+                                serial_hex(x509.load_pem_x509_certificate(row["certificate_pem"].encode())))
             issuers.mark_crl_dirty(row["parent_id"], now)
             below = issuers.below(row["id"])
             affected = Certificates(tx).unrevoked_below(below, now)

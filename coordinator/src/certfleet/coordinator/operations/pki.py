@@ -24,6 +24,7 @@ from ..ca import ocsp
 from ..ca.crl import build_crl
 from ..core import Call, CoordinatorBase, RawResponse
 from ..storage import Certificates, Crls, Issuers, Ocsp, Tx
+from .hierarchy import serial_hex
 
 __all__ = ["PkiOperations"]
 
@@ -151,15 +152,11 @@ class PkiOperations(CoordinatorBase):
         def status_of(tx: Tx, issuer: dict[str, Any]) -> ocsp.CertStatus:
             version = Certificates(tx).version(request.serial_hex)
             if version is not None and version["issuer_id"] == issuer["id"]:
-                if version["revoked_at"] is not None:
-                    return ocsp.CertStatus("revoked", version["revoked_at"], version["revocation_reason"])
-                return ocsp.CertStatus("good")
+                return _status(version)
             # Not a leaf of this issuer: perhaps a CA it signed.
             for child, serial, _ in _children(tx, issuer["id"]):
                 if serial == request.serial_hex:
-                    if child["revoked_at"] is not None:
-                        return ocsp.CertStatus("revoked", child["revoked_at"], child["revocation_reason"])
-                    return ocsp.CertStatus("good")
+                    return _status(child)
             return ocsp.CertStatus("unknown")
 
         def answer(tx: Tx) -> tuple[bytes, bool]:
@@ -220,8 +217,15 @@ def _children(tx: Tx, issuer_id: str) -> list[tuple[dict[str, Any], str, int]]:
     found = []
     for row in Issuers(tx).children(issuer_id):
         certificate = x509.load_pem_x509_certificate(row["certificate_pem"].encode())
-        found.append((row, format(certificate.serial_number, "x"), int(certificate.not_valid_after_utc.timestamp())))
+        found.append((row, serial_hex(certificate), int(certificate.not_valid_after_utc.timestamp())))
     return found
+
+
+def _status(row: dict[str, Any]) -> ocsp.CertStatus:
+    """A leaf's or a child CA's status from its revoked_at and revocation_reason."""
+    if row["revoked_at"] is not None:
+        return ocsp.CertStatus("revoked", row["revoked_at"], row["revocation_reason"])
+    return ocsp.CertStatus("good")
 
 
 def _http_date(timestamp: int) -> str:
