@@ -89,6 +89,23 @@ async def test_a_default_coordinator_links_everything_over_plain_http(nursery, t
     assert b"issuing.pem: good" in answer.stdout, answer.stdout + answer.stderr
 
 
+async def test_with_the_pki_listener_off_every_ca_links_to_the_api_alike(nursery, tmp_path):
+    from certfleet.coordinator.server import run_coordinator
+
+    settings = Settings(data_dir=tmp_path / "coordinator", listen="127.0.0.1:0", pki_listen="off",
+                        bootstrap_token=BOOTSTRAP_TOKEN, maintenance_interval=None)
+    coordinator = await nursery.start(functools.partial(run_coordinator, settings, announce_token=False))
+    assert coordinator.coordinator.pki_url is None
+    api, _ = await admin_client(coordinator)
+    issuing = x509.load_pem_x509_certificate((await api.call("issuers.get", issuer_id="iss_issuing"))
+                                             .certificate_pem.encode())
+    made = await api.call("issuers.create-intermediate", wire.IntermediateCreate(name="made", parent="iss_root"))
+    assert _links(issuing) == _links(x509.load_pem_x509_certificate(made.certificate_pem.encode())) == {
+        "crl": [f"{coordinator.url}/.well-known/pki/crl/iss_root"],
+        "ocsp": [f"{coordinator.url}/.well-known/pki/ocsp/iss_root"],
+        "ca_issuers": [f"{coordinator.url}/.well-known/pki/ca/iss_root"]}
+
+
 async def _problem(call) -> dict:
     with pytest.raises(ApiError) as refused:
         await call
